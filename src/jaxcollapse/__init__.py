@@ -1,0 +1,27 @@
+"""jaxcollapse: Monte Carlo simulation of model collapse with JAX.
+
+Example:
+    >>> import jaxcollapse as jc
+    >>> study = jc.gaussian_study(samples=100, generations=20)
+    >>> result = jc.simulate(study.program(), num_chains=1000, num_generations=20, seed=0)
+    >>> risk = result.summary("w2_risk")  # mean and standard error per generation
+"""
+
+from ._validation import ConfigError
+from .engine import ChainProgram, SimulationResult, simulate
+from .families import Family, GaussianParams, SufficientStatistics, gaussian
+from .initial import (
+    InitialDistribution, laplace_initial, mixture_initial, normal_initial, numpyro_initial, student_t_initial,
+)
+from .policies import DataPolicy, parse_policy
+from .schedules import Schedule, constant, explicit, geometric, linear, parse_schedule, power
+from .study import GaussianStudy, gaussian_study
+
+__all__ = [
+    "ConfigError", "ChainProgram", "SimulationResult", "simulate", "Family", "GaussianParams",
+    "SufficientStatistics", "gaussian", "InitialDistribution", "laplace_initial", "mixture_initial",
+    "normal_initial", "numpyro_initial", "student_t_initial", "DataPolicy", "parse_policy", "Schedule",
+    "constant", "explicit", "geometric", "linear", "parse_schedule", "power", "GaussianStudy",
+    "gaussian_study",
+]
+__version__ = "0.1.0"

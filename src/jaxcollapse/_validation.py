@@ -1,0 +1,90 @@
+"""Input checks that run on the host, before anything is traced.
+
+Every check raises :class:`ConfigError` (a ``ValueError``) whose message names the
+parameter and the accepted range, so that users never see a traceback from JAX internals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A parameter is outside its accepted range."""
+
+
+def require_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value}")
+    return int(value)
+
+
+def require_finite(name: str, value) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ConfigError(f"{name} must be finite (no NaN or inf); got {value!r}")
+    return array
+
+
+def require_positive(name: str, value) -> float:
+    number = float(require_finite(name, value))
+    if number <= 0:
+        raise ConfigError(f"{name} must be > 0; got {value!r}")
+    return number
+
+
+def require_fraction(name: str, value, *, open_low=False, open_high=False) -> float:
+    number = float(require_finite(name, value))
+    low_ok = number > 0 if open_low else number >= 0
+    high_ok = number < 1 if open_high else number <= 1
+    if not (low_ok and high_ok):
+        low = "(0" if open_low else "[0"
+        high = "1)" if open_high else "1]"
+        raise ConfigError(f"{name} must lie in {low}, {high}; got {value!r}")
+    return number
+
+
+def require_choice(name: str, value, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def require_covariance(name: str, value, dim: int | None = None) -> np.ndarray:
+    """A symmetric positive-definite matrix (a positive number in one dimension)."""
+    cov = require_finite(name, value)
+    if cov.ndim == 0:
+        cov = cov.reshape(1, 1)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise ConfigError(f"{name} must be a square matrix; got shape {cov.shape}")
+    if dim is not None and cov.shape[0] != dim:
+        raise ConfigError(f"{name} must be {dim}x{dim} to match the mean; got {cov.shape}")
+    if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(cov).max())):
+        raise ConfigError(f"{name} must be symmetric")
+    eigenvalues = np.linalg.eigvalsh(cov)
+    if eigenvalues.min() <= 0:
+        raise ConfigError(
+            f"{name} must be positive definite; its smallest eigenvalue is {eigenvalues.min():.3g}"
+        )
+    return cov
+
+
+def require_proportions(name: str, values, count: int | None = None, tol: float = 1e-6) -> np.ndarray:
+    props = require_finite(name, values).reshape(-1)
+    if count is not None and props.size != count:
+        raise ConfigError(f"{name} must have {count} entries; got {props.size}")
+    if np.any(props < 0):
+        raise ConfigError(f"{name} must be non-negative; got {values!r}")
+    if abs(props.sum() - 1.0) > tol:
+        raise ConfigError(f"{name} must sum to 1 (within {tol:g}); they sum to {props.sum():.12g}")
+    return props

@@ -1,0 +1,259 @@
+"""The engine: one ``lax.scan`` over generations around a ``vmap`` over chains.
+
+A :class:`ChainProgram` describes one chain: its generation-0 parameters, ``step``
+(build D_n and fit generation n + 1; n = 0 draws D_0 from p_0) and ``metrics``. The
+engine runs many chains of it:
+
+* keys are derived, never split across chains: chain i uses ``fold_in(root, i)`` and
+  generation n ``fold_in(chain_key, n)``, so chain i's trajectory is the same whatever
+  the number of chains, the chunk size or the number of devices;
+* chains are processed in chunks that fit a memory budget; each chunk runs the
+  generations in segments of one compiled ``scan`` (the same executable for every chunk
+  and segment: it is compiled once per configuration), which lets a progress meter see
+  the generation counter;
+* chains of a chunk are sharded over the devices of a 1-D ``jax.sharding`` mesh with a
+  ``chains`` axis;
+* records are either full per-chain trajectories or streaming summaries across chains
+  (moments and quantile sketches, O(generations) memory).
+
+Example:
+    >>> from jaxcollapse import gaussian_study, simulate
+    >>> study = gaussian_study(samples=100, generations=5)
+    >>> result = simulate(study.program(), num_chains=64, num_generations=5, seed=0)
+    >>> result.summary("w2_risk")["mean"].shape
+    (6,)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._progress import Progress
+from ._validation import ConfigError, require_int
+from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
+
+__all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS"]
+
+RECORDS = ("summary", "trajectories")
+
+
+class ChainProgram(NamedTuple):
+    """One recursion chain, written for a single chain (the engine vmaps it).
+
+    ``initial_params``: generation 0's parameters (p_0 or its moment-matched model).
+    ``step(chain_key, carry, n) -> carry``: carry = (params, policy_state); n = 0 must
+    build D_0 from p_0 and ignore the incoming state.
+    ``initial_state(chain_key)``: a policy state of the right structure for n = 0.
+    ``metrics(params) -> dict`` of scalars. ``bytes_per_chain``: working-set estimate.
+    """
+
+    initial_params: Any
+    initial_state: Callable[[Any], Any]
+    step: Callable[[Any, Any, Any], Any]
+    metrics: Callable[[Any], dict]
+    bytes_per_chain: int
+    metric_names: tuple[str, ...]
+
+
+@dataclass
+class SimulationResult:
+    """What a run recorded; per-generation arrays have ``num_generations + 1`` rows."""
+
+    num_chains: int
+    num_generations: int
+    record: str
+    metric_names: tuple[str, ...]
+    moments: dict[str, np.ndarray] | None = None  # (G + 1, 5)
+    sketches: dict[str, np.ndarray] | None = None  # (G + 1, bins)
+    trajectories: dict[str, np.ndarray] | None = None  # (G + 1, chains)
+    params: Any = None  # pytree of (G + 1, chains, ...)
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self, metric: str) -> dict[str, np.ndarray]:
+        """Across-chain mean, its standard error, variance and variance standard error."""
+        if metric not in self.metric_names:
+            raise ConfigError(f"unknown metric {metric!r}; this run records {', '.join(self.metric_names)}")
+        if self.moments is None:
+            values = self.trajectories[metric].astype(np.float64)
+            moments = _host_moments(values)
+        else:
+            moments = self.moments[metric]
+        return describe_moments(moments)
+
+    def quantiles(self, metric: str, quantiles) -> np.ndarray:
+        """(G + 1, len(quantiles)): exact from trajectories, sketched from summaries."""
+        if self.trajectories is not None:
+            return np.quantile(self.trajectories[metric], quantiles, axis=1).T
+        if not self.sketches or metric not in self.sketches:
+            raise ConfigError(f"no quantile sketch was recorded for {metric!r}; pass quantile_metrics=({metric!r},)")
+        return sketch_quantiles(self.sketches[metric], quantiles)
+
+
+def _host_moments(values: np.ndarray) -> np.ndarray:
+    n = values.shape[1]
+    mean = values.mean(axis=1)
+    centred = values - mean[:, None]
+    return np.stack([
+        np.full(values.shape[0], float(n)), mean,
+        (centred**2).sum(1), (centred**3).sum(1), (centred**4).sum(1),
+    ], axis=-1)
+
+
+def _record_summary(metric_values: dict, valid, quantile_metrics):
+    moments = {name: chunk_moments(value, valid) for name, value in metric_values.items()}
+    sketches = {name: sketch(metric_values[name], valid) for name in quantile_metrics}
+    return moments, sketches
+
+
+def _chain_mesh(num_devices: int):
+    devices = jax.devices()[:num_devices]
+    return jax.sharding.Mesh(np.array(devices), ("chains",))
+
+
+def simulate(
+    program: ChainProgram,
+    *,
+    num_chains: int,
+    num_generations: int,
+    seed: int = 0,
+    record: str = "summary",
+    quantile_metrics: tuple[str, ...] = (),
+    chunk_size: int | None = None,
+    memory_budget_bytes: int = 1 << 30,
+    num_devices: int | None = 1,
+    segment_length: int | None = None,
+    progress: bool | None = None,
+) -> SimulationResult:
+    """Run ``num_chains`` independent chains of ``program`` for ``num_generations``.
+
+    ``record='summary'`` keeps across-chain moments per generation (and quantile sketches
+    for ``quantile_metrics``); ``'trajectories'`` keeps every chain's metrics and params.
+    ``chunk_size`` (default: what ``memory_budget_bytes`` allows) bounds the chains in
+    flight; ``num_devices`` (``None``: all) shards each chunk over a ``chains`` mesh.
+    """
+    num_chains = require_int("chains", num_chains, 1)
+    num_generations = require_int("generations", num_generations, 0)
+    seed = require_int("seed", seed, 0)
+    if record not in RECORDS:
+        raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
+    for name in quantile_metrics:
+        if name not in program.metric_names:
+            raise ConfigError(f"quantile metric {name!r} is not one of {', '.join(program.metric_names)}")
+        if name == "cov_logdet":
+            raise ConfigError("quantile sketches need a non-negative metric; cov_logdet can be negative")
+    available = len(jax.devices())
+    num_devices = available if num_devices is None else require_int("devices", num_devices, 1)
+    if num_devices > available:
+        raise ConfigError(f"devices must be <= {available} (the devices JAX sees); got {num_devices}")
+    if chunk_size is None:
+        chunk_size = max(1, min(num_chains, memory_budget_bytes // max(program.bytes_per_chain, 1)))
+    chunk_size = require_int("chunk_size", chunk_size, 1)
+    chunk_size = min(chunk_size, num_chains)
+    chunk_size = num_devices * math.ceil(chunk_size / num_devices)
+    num_chunks = math.ceil(num_chains / chunk_size)
+    if segment_length is None:
+        segment_length = max(1, math.ceil(num_generations / 20))
+    segment_length = require_int("segment_length", segment_length, 1)
+    num_segments = math.ceil(num_generations / segment_length)
+
+    mesh = _chain_mesh(num_devices)
+    chain_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains"))
+    root = jax.random.key(seed)
+    keep_trajectories = record == "trajectories"
+
+    def observe(params, valid):
+        values = jax.vmap(program.metrics)(params)
+        if keep_trajectories:
+            return values, params
+        return _record_summary(values, valid, quantile_metrics)
+
+    def start(chain_ids, valid):
+        chain_keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(chain_ids)
+        params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, chain_ids.shape + leaf.shape), program.initial_params)
+        state = jax.vmap(program.initial_state)(chain_keys)
+        return (params, state), observe(params, valid)
+
+    def advance(carry, chain_ids, valid, first_generation):
+        chain_keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(chain_ids)
+        step = jax.vmap(program.step, in_axes=(0, 0, None))
+
+        def body(carry, offset):
+            n = first_generation + offset
+            carry = jax.lax.cond(n < num_generations, lambda c: step(chain_keys, c, n), lambda c: c, carry)
+            return carry, observe(carry[0], valid)
+
+        return jax.lax.scan(body, carry, jnp.arange(segment_length))
+
+    start_jit = jax.jit(start)
+    advance_jit = jax.jit(advance, donate_argnums=(0,))
+    meter = Progress(num_generations, num_chains, num_chunks, progress)
+
+    merged_moments = None
+    merged_sketches = None
+    trajectory_chunks: list = []
+    compile_seconds = 0.0
+    started = time.perf_counter()
+    for chunk in range(num_chunks):
+        ids = np.arange(chunk * chunk_size, (chunk + 1) * chunk_size, dtype=np.uint32)
+        valid_np = (ids < num_chains).astype(np.float32)
+        chain_ids = jax.device_put(ids, chain_sharding)
+        valid = jax.device_put(valid_np, chain_sharding)
+        if chunk == 0:
+            tick = time.perf_counter()
+            start_jit = start_jit.lower(chain_ids, valid).compile()
+            if num_segments:
+                shapes = jax.eval_shape(start, chain_ids, valid)[0]
+                carry_spec = jax.tree.map(
+                    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=chain_sharding), shapes
+                )
+                advance_jit = advance_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0)).compile()
+            compile_seconds = time.perf_counter() - tick
+        carry, first = start_jit(chain_ids, valid)
+        outputs = [jax.device_get(first)]
+        outputs[0] = jax.tree.map(lambda x: np.asarray(x)[None], outputs[0])
+        for segment in range(num_segments):
+            first_generation = segment * segment_length
+            carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation))
+            outputs.append(jax.device_get(out))
+            done = min(segment_length, num_generations - first_generation)
+            meter.update(chunk, first_generation + done, int(valid_np.sum()), done)
+        stacked = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[: num_generations + 1], *outputs)
+        if keep_trajectories:
+            values, params = stacked
+            take = int(valid_np.sum())
+            trajectory_chunks.append(jax.tree.map(lambda x: x[:, :take], (values, params)))
+        else:
+            moments, sketches = stacked
+            if merged_moments is None:
+                merged_moments, merged_sketches = moments, {k: v.astype(np.int64) for k, v in sketches.items()}
+            else:
+                merged_moments = {k: merge_moments(merged_moments[k], moments[k]) for k in moments}
+                merged_sketches = {k: merged_sketches[k] + sketches[k] for k in sketches}
+    meter.close()
+    run_seconds = time.perf_counter() - started - compile_seconds
+
+    result = SimulationResult(
+        num_chains=num_chains,
+        num_generations=num_generations,
+        record=record,
+        metric_names=program.metric_names,
+        compile_seconds=compile_seconds,
+        run_seconds=run_seconds,
+    )
+    if keep_trajectories:
+        values, params = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *trajectory_chunks)
+        result.trajectories = values
+        result.params = params
+    else:
+        result.moments = {k: np.asarray(v, np.float64) for k, v in merged_moments.items()}
+        result.sketches = merged_sketches
+    return result
