@@ -1,0 +1,173 @@
+"""Monte Carlo estimates against exact and published formulas, with z-scores.
+
+For every formula that applies to a study, :func:`theory_table` lists per generation the
+Monte Carlo estimate, its standard error, the formula's value and
+z = (estimate - formula) / standard error. :func:`verdicts` condenses each formula: an
+exact result or an expansion *agrees* when every |z| <= 5; a lower bound agrees when no
+z < -5. With independent chains the standard error is sd / sqrt(chains).
+
+Example:
+    >>> import jaxcollapse as jc
+    >>> study = jc.gaussian_study(samples=100, generations=5)
+    >>> result = jc.simulate(study.program(), num_chains=2000, num_generations=5, seed=0)
+    >>> rows = theory_table(study, result)
+    >>> [v.agrees for v in verdicts(rows) if v.formula == "exact"]
+    [True, True, True, True, True, True]
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .engine import SimulationResult
+from .families.gaussian import ESTIMATORS
+from .study import GaussianStudy
+from .theory import gaussian as theory
+
+__all__ = ["Curve", "TheoryRow", "Verdict", "theory_curves", "theory_table", "verdicts", "format_check", "Z_LIMIT"]
+
+Z_LIMIT = 5.0
+
+
+class TheoryRow(NamedTuple):
+    generation: int
+    quantity: str  # e.g. "E[w2_risk]", "Var[w2_risk]"
+    formula: str  # "exact", "paper eq. (4)", ...
+    kind: str  # "exact", "expansion" or "lower bound"
+    estimate: float
+    standard_error: float
+    value: float
+    z: float
+
+
+class Verdict(NamedTuple):
+    quantity: str
+    formula: str
+    kind: str
+    agrees: bool
+    worst_z: float
+    worst_generation: int
+    worst_relative_error: float
+    compared: int
+
+
+class Curve(NamedTuple):
+    quantity: str  # "E[metric]" or "Var[metric]" of the per-chain metric
+    formula: str
+    kind: str  # "exact", "expansion" or "lower bound"
+    column: str  # its column in summary.csv
+    values: np.ndarray  # over g = 0..G
+
+
+def theory_curves(study: GaussianStudy) -> list[Curve]:
+    """Every formula that applies to ``study``, evaluated over generations 0..G."""
+    if not study.initial.is_gaussian:
+        return []  # every formula here assumes a Gaussian p_0
+    sizes = study.sizes
+    ddof = ESTIMATORS[study.estimator]
+    trace = float(np.trace(study.initial.cov))
+    one_d = study.dim == 1
+    kind = study.policy.kind
+    curves = []
+
+    def add(quantity, formula, kind_, column, values):
+        curves.append(Curve(quantity, formula, kind_, column, np.asarray(values, np.float64)))
+
+    if kind == "replace":
+        if one_d:
+            sigma = float(np.sqrt(study.initial.cov[0, 0]))
+            exact = theory.replace_exact(sizes, sigma, ddof)
+            for metric in ("w2_risk", "mean_error", "sigma", "sigma2", "var_x"):
+                add(f"E[{metric}]", "exact", "exact", f"{metric}_exact", exact[metric])
+            add("Var[w2_risk]", "exact", "exact", "w2_risk_var_exact", exact["w2_risk_var"])
+            add("E[w2_risk]", "paper eq. (4)", "expansion", "w2_risk_paper", theory.paper_w2_risk(sizes, sigma))
+            add("Var[w2_risk]", "paper eq. (5)", "expansion", "w2_risk_var_paper", theory.paper_w2_risk_var(sizes, sigma))
+            add("E[var_x]", "paper sec. 4.2", "expansion", "var_x_paper", theory.paper_var_x(sizes, sigma))
+            if study.estimator == "unbiased":
+                add("E[w2_risk]", "first order (3/2M)", "expansion", "w2_risk_first_order",
+                    theory.w2_first_order(sizes, sigma))
+        else:
+            exact = theory.replace_exact_nd(sizes, trace, ddof)
+            for metric in ("mean_error", "cov_trace", "var_x"):
+                add(f"E[{metric}]", "exact", "exact", f"{metric}_exact", exact[metric])
+        add("E[w2_risk]", "paper eq. (15) bound", "lower bound", "w2_risk_lower_bound",
+            theory.w2_lower_bound(sizes, trace))
+    elif kind == "accumulate":
+        exact = theory.accumulate_exact(sizes, trace, ddof)
+        spread = "sigma2" if one_d else "cov_trace"
+        add("E[mean_error]", "exact", "exact", "mean_error_exact", exact["mean_error"])
+        add(f"E[{spread}]", "exact", "exact", f"{spread}_exact", exact["cov_trace"])
+        add("E[var_x]", "exact", "exact", "var_x_exact", exact["var_x"])
+        add("E[mean_error]", "fixed-variance sum", "expansion", "mean_error_fixed_variance",
+            theory.accumulate_mean_error_published(sizes, trace))
+    return curves
+
+
+def _estimate(result: SimulationResult, quantity: str):
+    statistic, metric = quantity[:-1].split("[")
+    summary = result.summary(metric)
+    if statistic == "E":
+        return summary["mean"], summary["se"]
+    return summary["var"], summary["var_se"]
+
+
+def theory_table(study: GaussianStudy, result: SimulationResult) -> list[TheoryRow]:
+    rows = []
+    for quantity, formula, kind, _, values in theory_curves(study):
+        estimate, error = _estimate(result, quantity)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(error > 0, (estimate - values) / error, np.nan)
+        for g in range(values.size):
+            rows.append(TheoryRow(g, quantity, formula, kind, float(estimate[g]), float(error[g]), float(values[g]), float(z[g])))
+    return rows
+
+
+def verdicts(rows: list[TheoryRow], z_limit: float = Z_LIMIT) -> list[Verdict]:
+    grouped: dict[tuple[str, str], list[TheoryRow]] = {}
+    for row in rows:
+        grouped.setdefault((row.quantity, row.formula), []).append(row)
+    results = []
+    for (quantity, formula), group in grouped.items():
+        compared = [row for row in group if np.isfinite(row.z)]
+        kind = group[0].kind
+        if not compared:
+            results.append(Verdict(quantity, formula, kind, True, float("nan"), -1, float("nan"), 0))
+            continue
+        if kind == "lower bound":
+            worst = min(compared, key=lambda row: row.z)
+            agrees = worst.z >= -z_limit
+        else:
+            worst = max(compared, key=lambda row: abs(row.z))
+            agrees = abs(worst.z) <= z_limit
+        relative = max(abs(row.estimate - row.value) / abs(row.value) for row in compared if row.value != 0) if any(
+            row.value != 0 for row in compared) else float("nan")
+        results.append(Verdict(quantity, formula, kind, bool(agrees), worst.z, worst.generation, relative, len(compared)))
+    return results
+
+
+def format_check(rows: list[TheoryRow], shown_generations=None, z_limit: float = Z_LIMIT) -> str:
+    """A plain-text report: selected generations per formula, then one verdict each."""
+    if not rows:
+        return "No closed form applies to this study (theory covers a Gaussian p0 with the replace or accumulate regime).\n"
+    last = max(row.generation for row in rows)
+    if shown_generations is None:
+        shown_generations = sorted({1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, last} & set(range(1, last + 1)))
+    lines = [f"{'gen':>5}  {'quantity':<16} {'formula':<22} {'monte carlo':>13} {'std err':>10} {'formula':>13} {'z':>8}"]
+    for row in rows:
+        if row.generation in shown_generations:
+            lines.append(
+                f"{row.generation:>5}  {row.quantity:<16} {row.formula:<22} {row.estimate:>13.6g} "
+                f"{row.standard_error:>10.3g} {row.value:>13.6g} {row.z:>8.2f}"
+            )
+    lines.append("")
+    lines.append(f"Verdicts (agree: every |z| <= {z_limit:g}; a lower bound: no z < -{z_limit:g}):")
+    for verdict in verdicts(rows, z_limit):
+        word = "AGREES  " if verdict.agrees else "DISAGREES"
+        lines.append(
+            f"  {word} {verdict.quantity:<16} {verdict.formula:<22} ({verdict.kind}): worst z = "
+            f"{verdict.worst_z:+.2f} at generation {verdict.worst_generation}, largest relative gap "
+            f"{verdict.worst_relative_error:.3g}, {verdict.compared} generations"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,130 @@
+"""The ``jaxcollapse`` command line: flags map one to one onto GaussianStudy and
+RunSettings, which are saved with every run (see docs/cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._validation import ConfigError
+
+__all__ = ["main", "build_parser"]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers; got {text!r}") from error
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}") from error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxcollapse", description="Simulate model collapse with JAX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gaussian = commands.add_parser("gaussian", help="Gaussian recursion chains (paper section 4.2)")
+    gaussian.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
+    gaussian.add_argument("--generations", type=int, default=200, help="fitted generations G (default 200)")
+    gaussian.add_argument("--samples", type=int, default=100, help="M, or M_0 of a growing schedule (default 100)")
+    gaussian.add_argument("--schedule", default="constant",
+                          help="constant | linear:SLOPE | power:P | geometric:RATIO | list:M0,M1,...")
+    gaussian.add_argument("--estimator", default="unbiased", help="unbiased (ddof=1, paper eq. 1) | mle (ddof=0)")
+    gaussian.add_argument("--regime", default="replace",
+                          help="replace | accumulate | accumulate-subsample | real-fraction:F | fresh-real:F | mix:A,B,G")
+    gaussian.add_argument("--dim", type=int, default=1, help="dimension d (default 1)")
+    gaussian.add_argument("--mean", type=float, default=0.0, help="mean of p0 (every coordinate)")
+    gaussian.add_argument("--sigma", type=float, default=1.0, help="standard deviation (scale) of p0")
+    gaussian.add_argument("--p0", default="normal", help="normal | student-t:DF | laplace | mixture:SEPARATION")
+    gaussian.add_argument("--path", default="auto", help="auto | data | sufficient (default auto)")
+    gaussian.add_argument("--seed", type=int, default=0)
+    gaussian.add_argument("--out", default="results/gaussian", help="run folder (default results/gaussian)")
+    gaussian.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    gaussian.add_argument("--check", action="store_true", help="print Monte Carlo against every formula")
+    gaussian.add_argument("--chunk-size", type=int, default=None, help="chains in flight (default: memory budget)")
+    gaussian.add_argument("--devices", type=int, default=1, help="devices to shard chains over (0: all)")
+    gaussian.add_argument("--quantiles", type=_floats, default=(0.05, 0.5, 0.95), help="of the W2 risk")
+    gaussian.add_argument("--figure-samples", type=_ints, default=(100, 500, 1000, 10_000),
+                          help="M of the single-chain trajectory figure")
+    gaussian.add_argument("--no-figures", action="store_true")
+    gaussian.add_argument("--x64", action="store_true", help="compute in float64")
+    gaussian.add_argument("--progress", dest="progress", action="store_true", default=None)
+    gaussian.add_argument("--no-progress", dest="progress", action="store_false")
+
+    rerun = commands.add_parser("rerun", help="repeat a run from its config.json and compare")
+    rerun.add_argument("folder")
+    rerun.add_argument("--out", default=None, help="where to write (default FOLDER-rerun)")
+    rerun.add_argument("--force", action="store_true")
+    rerun.add_argument("--no-figures", action="store_true")
+    return parser
+
+
+def _gaussian(args) -> int:
+    import jax
+
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    from .check import format_check
+    from .initial import parse_initial
+    from .runs import RunSettings, run_gaussian
+    from .study import gaussian_study
+
+    if args.devices < 0:
+        raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
+    if args.dim < 1:
+        raise ConfigError(f"dim must be an integer >= 1; got {args.dim}")
+    if args.sigma <= 0 or args.sigma != args.sigma:
+        raise ConfigError(f"sigma must be > 0; got {args.sigma}")
+    study = gaussian_study(
+        samples=args.samples, generations=args.generations, schedule=args.schedule, regime=args.regime,
+        estimator=args.estimator, initial=parse_initial(args.p0, args.mean, args.sigma, args.dim), path=args.path,
+    )
+    settings = RunSettings(
+        chains=args.chains, seed=args.seed, chunk_size=args.chunk_size, devices=args.devices or None,
+        quantiles=args.quantiles, figure_samples=args.figure_samples, progress=args.progress,
+    )
+    paths = run_gaussian(study, settings, args.out, force=args.force, figures=not args.no_figures)
+    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
+    if args.check:
+        import csv
+
+        from .check import TheoryRow
+
+        with open(paths["check"]) as stream:
+            rows = [
+                TheoryRow(int(r["generation"]), r["quantity"], r["formula"], r["kind"],
+                          *(float(r[k]) if r[k] else float("nan") for k in ("monte_carlo", "standard_error", "formula_value", "z")))
+                for r in csv.DictReader(stream)
+            ]
+        print(format_check(rows))
+    return 0
+
+
+def _rerun(args) -> int:
+    from .runs import rerun_gaussian
+
+    out, identical = rerun_gaussian(args.folder, args.out, force=args.force, figures=not args.no_figures)
+    if identical:
+        print(f"rerun written to {out}: summary.csv is identical to the original, bit for bit")
+        return 0
+    print(f"rerun written to {out}: summary.csv DIFFERS from the original", file=sys.stderr)
+    return 1
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"gaussian": _gaussian, "rerun": _rerun}[args.command](args)
+    except ConfigError as error:
+        print(f"jaxcollapse: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Run folders: ``config.json``, ``summary.csv``, ``check.csv``, figures and a report.
+
+``config.json`` holds everything needed to repeat a run bit for bit
+(:func:`rerun_gaussian`). A folder whose ``summary.csv`` exists holds a finished run and
+is never overwritten unless ``force`` is set. Files are written atomically.
+
+Example:
+    >>> import tempfile, jaxcollapse as jc
+    >>> study = jc.gaussian_study(samples=50, generations=3)
+    >>> folder = tempfile.mkdtemp() + "/run"
+    >>> paths = run_gaussian(study, RunSettings(chains=100), folder, figures=False)
+    >>> sorted(p.name for p in paths.values())
+    ['check.csv', 'config.json', 'report.md', 'summary.csv']
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ._validation import ConfigError, require_fraction, require_int
+from .check import format_check, theory_curves, theory_table, verdicts
+from .engine import SimulationResult, simulate
+from .study import GaussianStudy
+
+__all__ = ["RunSettings", "run_gaussian", "rerun_gaussian", "summary_rows", "load_config"]
+
+FORMAT_VERSION = 1
+REQUIRED_COLUMNS = (
+    "generation", "samples", "w2_risk_mean", "w2_risk_se", "w2_risk_exact", "w2_risk_paper",
+    "w2_risk_lower_bound", "var_x_mean", "var_x_se", "var_x_exact", "sigma2_mean", "sigma2_se", "sigma2_exact",
+)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a study is run: these do not change any chain's numbers except ``seed``."""
+
+    chains: int = 10_000
+    seed: int = 0
+    chunk_size: int | None = None
+    devices: int | None = 1
+    quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+    figure_samples: tuple[int, ...] = (100, 500, 1000, 10_000)
+    progress: bool | None = None
+
+    def __post_init__(self):
+        require_int("chains", self.chains, 1)
+        require_int("seed", self.seed, 0)
+        if self.chunk_size is not None:
+            require_int("chunk_size", self.chunk_size, 1)
+        if self.devices is not None:
+            require_int("devices", self.devices, 1)
+        for q in self.quantiles:
+            require_fraction("quantile", q)
+        for m in self.figure_samples:
+            require_int("figure sample size", m, 1)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", newline="") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def _number(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return repr(float(value))
+
+
+def summary_rows(study: GaussianStudy, result: SimulationResult, quantiles=()) -> tuple[list[str], list[list[str]]]:
+    """The per-generation table of summary.csv: header and rows of text."""
+    generations = result.num_generations
+    columns: dict[str, np.ndarray | list] = {
+        "generation": np.arange(generations + 1),
+        "samples": [None] + [int(m) for m in study.sizes],
+    }
+    for metric in result.metric_names:
+        summary = result.summary(metric)
+        columns[f"{metric}_mean"] = summary["mean"]
+        columns[f"{metric}_se"] = summary["se"]
+        if metric == "w2_risk":
+            columns["w2_risk_var"] = summary["var"]
+            columns["w2_risk_var_se"] = summary["var_se"]
+    if quantiles:
+        band = result.quantiles("w2_risk", quantiles)
+        for index, q in enumerate(quantiles):
+            columns[f"w2_risk_q{q:g}"] = band[:, index]
+    for curve in theory_curves(study):
+        columns[curve.column] = curve.values
+    for name in REQUIRED_COLUMNS:
+        columns.setdefault(name, [None] * (generations + 1))
+    header = list(columns)
+    rows = [[_number(columns[name][g]) for name in header] for g in range(generations + 1)]
+    return header, rows
+
+
+def _csv_text(header, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _config(study: GaussianStudy, settings: RunSettings) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "command": "gaussian",
+        "study": study.to_json(),
+        "run": asdict(settings) | {"quantiles": list(settings.quantiles), "figure_samples": list(settings.figure_samples)},
+        "x64": bool(jax.config.jax_enable_x64),
+        "environment": {
+            "jaxcollapse": _version(), "jax": jax.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "backend": jax.default_backend(),
+        },
+    }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def load_config(folder) -> tuple[GaussianStudy, RunSettings, dict]:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{folder} holds no config.json; it is not a jaxcollapse run folder")
+    blob = json.loads(path.read_text())
+    if blob.get("command") != "gaussian":
+        raise ConfigError(f"{path} describes a {blob.get('command')!r} run; only gaussian runs can be rerun here")
+    run = dict(blob["run"])
+    run["quantiles"] = tuple(run["quantiles"])
+    run["figure_samples"] = tuple(run["figure_samples"])
+    return GaussianStudy.from_json(blob["study"]), RunSettings(**run), blob
+
+
+def prepare_folder(folder, force: bool) -> Path:
+    folder = Path(folder)
+    if (folder / "summary.csv").exists() and not force:
+        raise ConfigError(f"out folder {folder} already holds a finished run (summary.csv); pass --force to overwrite it")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"out {folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_gaussian(study: GaussianStudy, settings: RunSettings, folder, *, force: bool = False,
+                 figures: bool = True) -> dict[str, Path]:
+    """Run ``study`` and write its folder; returns the paths written."""
+    folder = prepare_folder(folder, force)
+    paths = {"config": folder / "config.json"}
+    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+    program = study.program()
+    result = simulate(
+        program, num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
+        record="summary", quantile_metrics=("w2_risk",) if settings.quantiles else (),
+        chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
+    )
+    rows = theory_table(study, result)
+    paths["check"] = folder / "check.csv"
+    _atomic_write(paths["check"], _csv_text(
+        ["generation", "quantity", "formula", "kind", "monte_carlo", "standard_error", "formula_value", "z"],
+        [[str(r.generation), r.quantity, r.formula, r.kind, _number(r.estimate), _number(r.standard_error),
+          _number(r.value), _number(r.z)] for r in rows],
+    ))
+    figure_names = []
+    if figures:
+        figure_names = _write_figures(study, settings, result, folder)
+        paths.update({name: folder / name for name in figure_names})
+    paths["report"] = folder / "report.md"
+    _atomic_write(paths["report"], _report(study, settings, result, rows, figure_names))
+    header, table = summary_rows(study, result, settings.quantiles)
+    paths["summary"] = folder / "summary.csv"
+    _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
+    return paths
+
+
+def _write_figures(study, settings, result, folder: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_risk, plot_trajectories, trajectory_runs
+
+    names = []
+    figure = plot_risk(study, result, quantiles=(min(settings.quantiles, default=0.05), max(settings.quantiles, default=0.95)))
+    figure.savefig(folder / "risk.png", dpi=120)
+    plt.close(figure)
+    names.append("risk.png")
+    if study.generations and settings.figure_samples:
+        sizes = [m for m in settings.figure_samples if m >= max(int(np.min(study.sizes)), study.dim + 1, 2)]
+        if sizes:
+            figure = plot_trajectories(study, trajectory_runs(study, sizes, seed=settings.seed))
+            figure.savefig(folder / "trajectories.png", dpi=120)
+            plt.close(figure)
+            names.append("trajectories.png")
+    return names
+
+
+def _report(study, settings, result, rows, figure_names) -> str:
+    lines = [
+        "# jaxcollapse Gaussian study", "",
+        f"- p0: {study.initial.describe()}, dimension {study.dim}",
+        f"- regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; estimator: {study.estimator}",
+        f"- {settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
+        f"- compile {result.compile_seconds:.2f} s, run {result.run_seconds:.2f} s", "",
+        "## Theory against simulation", "", "```", format_check(rows).rstrip(), "```", "",
+    ]
+    disagreeing = [v for v in verdicts(rows) if not v.agrees]
+    if disagreeing:
+        lines += ["Formulas that the simulation contradicts (|z| > 5): " + "; ".join(
+            f"{v.quantity} by {v.formula}" for v in disagreeing) + ". See docs/theory.md for why.", ""]
+    for name in figure_names:
+        lines += [f"![{name}]({name})", ""]
+    return "\n".join(lines)
+
+
+def rerun_gaussian(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
+    """Repeat the run in ``folder`` into ``out`` (default: ``folder`` + '-rerun') and say
+    whether its summary.csv is byte-identical to the original's."""
+    study, settings, blob = load_config(folder)
+    if blob.get("x64") != bool(jax.config.jax_enable_x64):
+        jax.config.update("jax_enable_x64", bool(blob.get("x64")))
+    out = Path(out) if out is not None else Path(str(Path(folder).resolve()) + "-rerun")
+    paths = run_gaussian(study, settings, out, force=force, figures=figures)
+    original = Path(folder) / "summary.csv"
+    identical = original.is_file() and original.read_bytes() == paths["summary"].read_bytes()
+    return out, identical
