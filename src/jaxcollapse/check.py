@@ -119,7 +119,7 @@ def theory_table(study: GaussianStudy, result: SimulationResult) -> list[TheoryR
         estimate, error = _estimate(result, quantity)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(error > 0, (estimate - values) / error, np.nan)
-        for g in range(values.size):
+        for g in range(1, values.size):  # generation 0 is p_0 itself: nothing to estimate
             rows.append(TheoryRow(g, quantity, formula, kind, float(estimate[g]), float(error[g]), float(values[g]), float(z[g])))
     return rows
 

@@ -24,13 +24,14 @@ __all__ = ["plot_risk", "plot_trajectories", "trajectory_runs", "FIGURE_REGIMES"
 
 FIGURE_REGIMES = ("replace", "accumulate-subsample", "accumulate")
 _STYLES = {"exact": "-", "expansion": "--", "lower bound": ":"}
+_COLOURS = ("black", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
 
 
 def _theory_lines(axis, study, quantity, generations):
-    for curve in theory_curves(study):
-        if curve.quantity == quantity:
-            axis.plot(generations[1:], curve.values[1:], _STYLES[curve.kind], lw=1.5,
-                      label=f"{curve.formula} ({curve.kind})")
+    matching = [curve for curve in theory_curves(study) if curve.quantity == quantity]
+    for curve, colour in zip(matching, _COLOURS):
+        axis.plot(generations[1:], curve.values[1:], _STYLES[curve.kind], color=colour, lw=1.5,
+                  label=f"{curve.formula} ({curve.kind})")
 
 
 def plot_risk(study: GaussianStudy, result, quantiles=(0.05, 0.95)):
@@ -82,12 +83,14 @@ def trajectory_runs(study: GaussianStudy, sample_sizes, seed: int = 0, regimes=F
     runs = {}
     for regime in regimes:
         runs[regime] = {}
-        for m in sample_sizes:
+        for index, m in enumerate(sample_sizes):
             variant = GaussianStudy(
                 generations=study.generations, schedule=constant(m), policy=parse_policy(regime),
                 estimator=study.estimator, initial=study.initial, path="auto",
             )
-            result = simulate(variant.program(), num_chains=1, num_generations=study.generations, seed=seed,
+            # independent chains per M (one seed each), as in the paper's figures; the same
+            # seed for every M would show the same path scaled by 1/sqrt(M)
+            result = simulate(variant.program(), num_chains=1, num_generations=study.generations, seed=seed + 1 + index,
                               record="trajectories", progress=False)
             runs[regime][m] = result.params
     return runs

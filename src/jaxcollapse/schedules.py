@@ -117,9 +117,10 @@ def parse_schedule(text: str, samples: int) -> Schedule:
         return constant(samples)
     if kind == "list":
         try:
-            return explicit(int(v) for v in argument.split(",") if v.strip())
+            values = [int(v) for v in argument.split(",") if v.strip()]
         except ValueError as error:
             raise ConfigError(f"schedule list must be comma-separated integers; got {argument!r}") from error
+        return explicit(values)
     try:
         rate = float(argument)
     except ValueError as error:

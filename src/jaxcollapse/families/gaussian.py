@@ -76,13 +76,13 @@ def gaussian_reference(mean, cov, lower_quantile=None, upper_quantile=None) -> G
 
 
 def _fit(data, weights, ddof):
+    # Reductions, not dot products: XLA:CPU blocks a batched dot differently for
+    # different batch sizes, which would make a chain's last bits depend on its chunk.
     count = jnp.sum(weights)
-    mean = weights @ data / count
-    centred = data - mean
-    if data.shape[-1] == 1:
-        scatter = (weights @ (centred * centred)).reshape(1, 1)
-    else:
-        scatter = (centred * weights[:, None]).T @ centred
+    columns = data.T  # (d, n): every reduction runs along the minor axis
+    mean = jnp.sum(columns * weights, axis=-1) / count
+    centred = columns - mean[:, None]
+    scatter = jnp.sum(centred[:, None, :] * centred[None, :, :] * weights, axis=-1)
     return GaussianParams(mean, scatter / (count - ddof))
 
 
@@ -145,10 +145,13 @@ def _metrics(params, reference):
             "tail_mass": tail_mass,
         }
     trace = jnp.trace(params.cov)
-    root_product = reference.cov_sqrt @ params.cov @ reference.cov_sqrt
-    cross = jnp.sum(jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(root_product), 0.0)))
-    bures = jnp.maximum(jnp.trace(reference.cov) + trace - 2.0 * cross, 0.0)
     chol = jnp.linalg.cholesky(params.cov)
+    # Sigma_0^1/2 Sigma_n Sigma_0^1/2 built from the Cholesky factor, so the two LAPACK
+    # calls run one after the other: run side by side inside the generation loop they
+    # made XLA:CPU (jaxlib 0.10.2) spin forever.
+    half = reference.cov_sqrt @ chol
+    cross = jnp.sum(jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(half @ half.T), 0.0)))
+    bures = jnp.maximum(jnp.trace(reference.cov) + trace - 2.0 * cross, 0.0)
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
     solved_cov = jax.scipy.linalg.cho_solve((chol, True), reference.cov)
     solved_delta = jax.scipy.linalg.cho_solve((chol, True), delta)

@@ -1,0 +1,149 @@
+"""Determinism, chunking, devices, records, compile counts and the data policies."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcollapse as jc
+from jaxcollapse.summaries import merge_moments, sketch, sketch_quantiles
+
+STUDIES = {
+    "replace-data": dict(samples=10, generations=7, path="data"),
+    "replace-stats": dict(samples=10, generations=7, path="sufficient"),
+    "accumulate-data": dict(samples=5, generations=7, regime="accumulate", path="data"),
+    "subsample": dict(samples=5, generations=7, regime="accumulate-subsample", schedule="linear:2"),
+    "mix-2d": dict(samples=6, generations=7, regime="mix:0.6,0.2,0.2", dim=2),
+}
+
+
+def _trajectories(study, chains, **kwargs):
+    result = jc.simulate(study.program(), num_chains=chains, num_generations=study.generations, seed=42,
+                         record="trajectories", **kwargs)
+    return result
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_chain_trajectories_do_not_depend_on_chunking_or_chain_count(name):
+    study = jc.gaussian_study(**STUDIES[name])
+    whole = _trajectories(study, 13)
+    for kwargs in ({"chunk_size": 4}, {"chunk_size": 1, "segment_length": 3}):
+        chunked = _trajectories(study, 13, **kwargs)
+        jax.tree.map(np.testing.assert_array_equal, whole.params, chunked.params)
+    fewer = _trajectories(study, 5)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[:, :5], b), whole.params, fewer.params)
+    for metric in whole.metric_names:
+        np.testing.assert_array_equal(whole.trajectories[metric][:, :5], fewer.trajectories[metric])
+
+
+def test_summary_merging_across_chunks_equals_one_chunk():
+    study = jc.gaussian_study(samples=10, generations=6)
+    one = jc.simulate(study.program(), num_chains=300, num_generations=6, seed=1)
+    many = jc.simulate(study.program(), num_chains=300, num_generations=6, seed=1, chunk_size=64)
+    trajectories = jc.simulate(study.program(), num_chains=300, num_generations=6, seed=1, record="trajectories")
+    for metric in one.metric_names:
+        for key in ("mean", "se", "var", "var_se"):
+            np.testing.assert_allclose(many.summary(metric)[key], one.summary(metric)[key], rtol=2e-4, atol=1e-9)
+            np.testing.assert_allclose(trajectories.summary(metric)[key], one.summary(metric)[key], rtol=2e-4, atol=1e-9)
+
+
+def test_merge_moments_matches_numpy(rng):
+    values = rng.gamma(2.0, size=1000) ** 2
+    def moments(x):
+        c = x - x.mean()
+        return np.array([x.size, x.mean(), (c**2).sum(), (c**3).sum(), (c**4).sum()])
+    merged = merge_moments(merge_moments(moments(values[:100]), moments(values[100:731])), moments(values[731:]))
+    np.testing.assert_allclose(merged, moments(values), rtol=1e-10)
+
+
+def test_quantile_sketch_is_within_its_resolution(rng):
+    values = rng.lognormal(-3, 2, size=20_000)
+    counts = np.asarray(sketch(jnp.asarray(values, jnp.float32), jnp.ones(values.size)))
+    sketched = sketch_quantiles(counts, (0.05, 0.5, 0.95))
+    exact = np.quantile(values, (0.05, 0.5, 0.95))
+    np.testing.assert_allclose(sketched, exact, rtol=10**0.01 - 1)
+
+
+def test_sketched_quantiles_of_a_run_match_exact_ones():
+    study = jc.gaussian_study(samples=20, generations=5)
+    summary = jc.simulate(study.program(), num_chains=2000, num_generations=5, seed=2, quantile_metrics=("w2_risk",))
+    full = jc.simulate(study.program(), num_chains=2000, num_generations=5, seed=2, record="trajectories")
+    q = (0.1, 0.5, 0.9)
+    np.testing.assert_allclose(summary.quantiles("w2_risk", q)[1:], full.quantiles("w2_risk", q)[1:], rtol=0.03)
+
+
+def test_compiled_once_per_configuration():
+    study = jc.gaussian_study(samples=10, generations=9)
+    program = study.program()
+    traces = []
+    counted = program._replace(step=lambda *args: (traces.append(1), program.step(*args))[1])
+    jc.simulate(counted, num_chains=20, num_generations=9, seed=0, chunk_size=5, segment_length=2)
+    assert len(traces) == 1  # 4 chunks x 5 segments, one trace
+
+
+def test_zero_generations_and_memory_free_summaries():
+    study = jc.gaussian_study(samples=10, generations=0)
+    result = jc.simulate(study.program(), num_chains=3, num_generations=0, seed=0)
+    assert result.summary("w2_risk")["mean"].tolist() == [0.0]
+    assert result.trajectories is None and result.moments["w2_risk"].shape == (1, 5)
+
+
+def test_real_fraction_keeps_distinct_real_points():
+    from jaxcollapse.policies import DataPolicy, data_program
+
+    sizes = np.array([10, 10, 10])
+    program = data_program(DataPolicy("real-fraction", fraction=0.3), sizes)
+    real = jnp.arange(10.0)[:, None] + 100
+    _, _, state = program.init(jax.random.key(0), real, 10)
+    data, weights, _ = program.step(jax.random.key(1), state, jnp.zeros((10, 1)), 10, None)
+    taken = np.asarray(data[:, 0])
+    assert np.sum(taken >= 100) == 3 and len(set(taken[taken >= 100])) == 3
+    assert np.all(taken[3:] == 0) and float(weights.sum()) == 10
+
+
+def test_mix_draws_each_source_with_its_probability():
+    from jaxcollapse.policies import DataPolicy, data_program
+
+    sizes = np.array([4000, 4000])
+    program = data_program(DataPolicy("mix", mixing=(0.5, 0.3, 0.2)), sizes)
+    _, _, state = program.init(jax.random.key(0), jnp.full((4000, 1), 1.0), 4000)
+    data, _, _ = program.step(jax.random.key(1), state, jnp.zeros((4000, 1)), 4000,
+                              lambda key, n: jnp.full((n, 1), 2.0))
+    counts = np.bincount(np.asarray(data[:, 0]).astype(int), minlength=3) / 4000
+    se = np.sqrt(np.array([0.5, 0.3, 0.2]) * (1 - np.array([0.5, 0.3, 0.2])) / 4000)
+    assert np.all(np.abs(counts - [0.5, 0.3, 0.2]) <= 5 * se), counts
+
+
+def test_trajectories_are_identical_across_device_counts(tmp_path):
+    """Four forced host devices against one: the same chains, bit for bit."""
+    script = textwrap.dedent("""
+        import sys, numpy as np, jax, jaxcollapse as jc
+        devices = int(sys.argv[1])
+        assert len(jax.devices()) == 4
+        out = {}
+        for name, args in (("stats", dict(samples=10, generations=6)),
+                           ("data", dict(samples=6, generations=6, regime="accumulate-subsample", dim=2))):
+            study = jc.gaussian_study(**args)
+            r = jc.simulate(study.program(), num_chains=10, num_generations=6, seed=9,
+                            record="trajectories", num_devices=devices)
+            out[name + "_mean"] = r.params.mean
+            out[name + "_cov"] = r.params.cov
+            s = jc.simulate(study.program(), num_chains=10, num_generations=6, seed=9, num_devices=devices)
+            out[name + "_summary"] = s.summary("w2_risk")["mean"]
+        np.savez(sys.argv[2], **out)
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    for devices in (1, 4):
+        subprocess.run([sys.executable, "-c", script, str(devices), str(tmp_path / f"d{devices}.npz")],
+                       env=env, check=True, timeout=300)
+    one, four = np.load(tmp_path / "d1.npz"), np.load(tmp_path / "d4.npz")
+    for key in one.files:
+        if key.endswith("summary"):
+            np.testing.assert_allclose(one[key], four[key], rtol=1e-5)
+        else:
+            np.testing.assert_array_equal(one[key], four[key], err_msg=key)
