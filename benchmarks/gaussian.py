@@ -446,6 +446,13 @@ def main(argv=None):
           f"{time.perf_counter() - _PROCESS_START:.1f} s including imports")
     print(f"Load average (1, 5, 15 min) at start: {info['load_average_at_start']}, at end: "
           f"{results['load_average_at_end']} (other processes on the machine skew the timings)")
+    cores = os.cpu_count() or 1
+    xla_cpu = [entry["cpu_per_wall"] for row in results["data"].values() for entry in row["rng"].values()]
+    results["contended"] = bool(cores > 1 and xla_cpu and min(xla_cpu) < 0.75 * cores)
+    if results["contended"]:
+        print(f"WARNING: jax.random used at most {min(xla_cpu):.2f} of {cores} cores in some timing: other "
+              "processes were competing for the CPU, so the JAX figures (and the ratios) are pessimistic; rerun "
+              "on an idle machine.")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1, default=str)

@@ -88,6 +88,8 @@ def theory_curves(study: GaussianStudy) -> list[Curve]:
             if study.estimator == "unbiased":
                 add("E[w2_risk]", "first order (3/2M)", "expansion", "w2_risk_first_order",
                     theory.w2_first_order(sizes, sigma))
+                add("Var[w2_risk]", "first order (5/2 S^2)", "expansion", "w2_risk_var_first_order",
+                    theory.w2_var_first_order(sizes, sigma))
         else:
             exact = theory.replace_exact_nd(sizes, trace, ddof)
             for metric in ("mean_error", "cov_trace", "var_x"):

@@ -131,9 +131,19 @@ def _metrics(params, reference):
         sigma = jnp.sqrt(variance)
         ref_variance = reference.cov[0, 0]
         ref_sigma = jnp.sqrt(ref_variance)
-        kl = jnp.log(sigma / ref_sigma) + (ref_variance + mean_error) / (2.0 * variance) - 0.5
-        tail_mass = ndtr((reference.lower_quantile - params.mean[0]) / sigma) + ndtr(
-            (params.mean[0] - reference.upper_quantile) / sigma
+        # a point mass (the MLE fitted to one sample) is infinitely far from p_0 in KL and
+        # carries tail mass only if it sits in a tail: limits, never 0/0
+        degenerate = variance <= 0
+        safe_sigma = jnp.where(degenerate, 1.0, sigma)
+        kl = jnp.where(
+            degenerate, jnp.inf,
+            jnp.log(safe_sigma / ref_sigma) + (ref_variance + mean_error) / (2.0 * safe_sigma**2) - 0.5,
+        )
+        centre = params.mean[0]
+        tail_mass = jnp.where(
+            degenerate,
+            ((centre < reference.lower_quantile) | (centre > reference.upper_quantile)).astype(sigma.dtype),
+            ndtr((reference.lower_quantile - centre) / safe_sigma) + ndtr((centre - reference.upper_quantile) / safe_sigma),
         )
         return {
             "w2_risk": mean_error + (sigma - ref_sigma) ** 2,

@@ -2,10 +2,10 @@
 
 from .gaussian import (
     accumulate_exact, accumulate_mean_error_published, paper_var_x, paper_w2_risk, paper_w2_risk_var,
-    replace_exact, replace_exact_nd, w2_first_order, w2_lower_bound,
+    replace_exact, replace_exact_nd, w2_first_order, w2_lower_bound, w2_var_first_order,
 )
 
 __all__ = [
     "replace_exact", "replace_exact_nd", "accumulate_exact", "paper_w2_risk", "paper_w2_risk_var",
-    "paper_var_x", "w2_lower_bound", "w2_first_order", "accumulate_mean_error_published",
+    "paper_var_x", "w2_lower_bound", "w2_first_order", "w2_var_first_order", "accumulate_mean_error_published",
 ]

@@ -19,7 +19,7 @@ Example:
     >>> import numpy as np
     >>> exact = replace_exact(np.full(3, 100), sigma=1.0, ddof=1)
     >>> round(float(exact["w2_risk"][1]), 5)  # 1/M + E(sigma_1 - 1)^2
-    0.01503
+    0.01504
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from scipy.special import gammaln
 
 __all__ = [
     "replace_exact", "replace_exact_nd", "accumulate_exact", "paper_w2_risk", "paper_w2_risk_var",
-    "paper_var_x", "w2_lower_bound", "w2_first_order", "accumulate_mean_error_published",
+    "paper_var_x", "w2_lower_bound", "w2_first_order", "w2_var_first_order", "accumulate_mean_error_published",
 ]
 
 _ORDER = 4
@@ -215,3 +215,11 @@ def w2_first_order(sizes, sigma: float = 1.0) -> np.ndarray:
     E R^g = sigma^2 * sum_{i<g} 3 / (2 M_i) + O(1/M^2) (every generation contributes
     1/M_i through the mean and 1/(2 M_i) through the standard deviation)."""
     return sigma**2 * 1.5 * np.concatenate([[0.0], np.cumsum(1.0 / _sizes(sizes))])
+
+
+def w2_var_first_order(sizes, sigma: float = 1.0) -> np.ndarray:
+    """Leading order of Var R_W2 for the unbiased estimator: (5/2) sigma^4 S^2 with
+    S = sum_{i<g} 1/M_i (e ~ N(0, sigma^2 S) and sigma_g - sigma ~ N(0, sigma^2 S / 2));
+    valid while S is small."""
+    inverse_sums = np.concatenate([[0.0], np.cumsum(1.0 / _sizes(sizes))])
+    return 2.5 * sigma**4 * inverse_sums**2
