@@ -231,6 +231,21 @@ def load_average():
         return "unknown"
 
 
+def source_revision():
+    """The commit measured, marked "+ uncommitted src changes" where src/ differs from it."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + (" + uncommitted src changes" if dirty else "")
+
+
 def machine_info():
     cpu = "unknown"
     try:
@@ -250,7 +265,7 @@ def machine_info():
         "jax": jax.__version__,
         "jaxlib": getattr(jaxlib, "__version__", "?"),
         "numpy": np.__version__,
-        "jaxcollapse": jc.__version__,
+        "jaxcollapse": f"{jc.__version__} ({source_revision()})",
         "backend": jax.default_backend(),
         "devices": len(jax.devices()),
         "x64": bool(jax.config.jax_enable_x64),

@@ -147,3 +147,21 @@ def test_trajectories_are_identical_across_device_counts(tmp_path):
             np.testing.assert_allclose(one[key], four[key], rtol=1e-5)
         else:
             np.testing.assert_array_equal(one[key], four[key], err_msg=key)
+
+
+def test_progress_meter_reports_generations_only_when_enabled():
+    import io
+
+    from jaxcollapse._progress import Progress
+
+    stream = io.StringIO()
+    meter = Progress(total_generations=10, num_chains=100, chunks=2, enabled=True, stream=stream)
+    meter.update(chunk=0, generation=5, chains_in_chunk=50, generations_done=5)
+    meter.close()
+    text = stream.getvalue()
+    assert "generation 5/10" in text and "chunk 1/2" in text and "chain-generations/s" in text
+    quiet = io.StringIO()
+    meter = Progress(total_generations=10, num_chains=100, chunks=1, stream=quiet)  # not a terminal
+    meter.update(chunk=0, generation=10, chains_in_chunk=100, generations_done=10)
+    meter.close()
+    assert quiet.getvalue() == ""

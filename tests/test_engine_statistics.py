@@ -67,3 +67,24 @@ def test_functional_approximation_error_with_student_t_p0():
     assert abs(summary["mean"][1] - 5 / 3) <= 5 * summary["se"][1]
     # tail mass at p0's own 1 %/99 % quantiles: a Gaussian puts less mass there than the t does
     assert result.summary("tail_mass")["mean"][0] < 0.02
+
+
+def test_any_numpyro_distribution_as_p0():
+    import numpyro.distributions as dist
+
+    p0 = jc.numpyro_initial(dist.MultivariateNormal(jnp_array([1.0, -1.0]), jnp_array([[2.0, 0.3], [0.3, 0.5]])))
+    assert p0.dim == 2 and not p0.is_gaussian
+    np.testing.assert_allclose(p0.cov, [[2.0, 0.3], [0.3, 0.5]], rtol=1e-6)
+    study = jc.gaussian_study(samples=30, generations=1, initial=p0)
+    result = jc.simulate(study.program(), num_chains=2000, num_generations=1, seed=8)
+    trace = result.summary("cov_trace")
+    assert abs(trace["mean"][1] - 2.5) <= 5 * trace["se"][1]
+    gumbel = jc.numpyro_initial(dist.Gumbel(0.0, 1.0), quantile_draws=200_000)
+    assert gumbel.quantiles[0] < gumbel.quantiles[1]
+    np.testing.assert_allclose(gumbel.cov[0, 0], np.pi**2 / 6, rtol=1e-5)
+
+
+def jnp_array(values):
+    import jax.numpy as jnp
+
+    return jnp.asarray(values)
