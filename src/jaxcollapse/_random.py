@@ -1,36 +1,153 @@
 """Exact samplers that jax.random lacks or runs slowly on CPU.
 
-``jax.random.gamma`` is exact but about 50x slower than numpy on CPU (it runs a
-rejection loop per element with log-space safeguards). The sufficient-statistics path
-draws one gamma variate per chain and generation, so it gets its own sampler here:
-Marsaglia and Tsang's method (ACM TOMS 26, 2000), exact, with one normal and one uniform
-per attempt and an acceptance rate above 95 % for shape >= 1 (above 99.9 % for the
-shapes (M - 1) / 2 that a sample of M >= 100 needs). Shapes below 1 use the boost
-Gamma(a) = Gamma(a + 1) * U**(1/a).
+``jax.random.gamma`` is exact but an order of magnitude slower than numpy on CPU. The
+sufficient-statistics path draws one gamma variate per chain and generation, so it gets
+its own sampler: Marsaglia and Tsang's method (ACM TOMS 26, 2000), exact, with one
+normal and one uniform per attempt and an acceptance rate above 95 % for shape >= 1
+(above 99.9 % for the shapes (M - 1) / 2 of samples of M >= 100). Shapes below 1 use
+the boost Gamma(a) = Gamma(a + 1) * U**(1/a).
 
-The sampler works on one scalar key and shape; under ``vmap`` its ``while_loop`` runs
-until the slowest lane has accepted, and each lane's value depends only on its own key,
-so results do not change with the batch they are computed in.
+Per lane the value is the first accepted attempt in a sequence that depends only on the
+lane's key (attempt 0 from ``key``, attempt j from ``fold_in(key, j)``), so results do
+not depend on the batch they are computed in. Under ``vmap`` a plain rejection
+``while_loop`` would make every lane wait for the slowest one (with 1e5 chains some lane
+almost always rejects, and the whole batch pays a second pass); the batching rule below
+instead runs attempt 0 for all lanes, gathers the few rejected lanes into a small buffer
+and loops over those only.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import ndtri
 
-__all__ = ["gamma", "chi_square", "wishart_scatter"]
+__all__ = [
+    "gamma", "gamma_from_uniforms", "open_uniforms", "chi_square", "wishart_scatter", "step_words",
+    "uniforms_from_words", "key_from_words", "WORDS_PER_DRAW",
+]
+
+WORDS_PER_DRAW = 6  # four uniforms and a two-word key for the rare further attempts
+
+_SQUEEZE = 0.0331
 
 
-def _marsaglia_tsang_attempt(key, d, c):
-    normal_key, uniform_key = jax.random.split(key)
-    x = jax.random.normal(normal_key, dtype=d.dtype)
-    u = jax.random.uniform(uniform_key, dtype=d.dtype)
-    v = (1.0 + c * x) ** 3
+def _constants(shape):
+    boosted = shape + jnp.where(shape < 1.0, 1.0, 0.0)
+    d = boosted - 1.0 / 3.0
+    return d, 1.0 / jnp.sqrt(9.0 * d)
+
+
+def _attempt(normal, uniform, d, c):
+    v = (1.0 + c * normal) ** 3
     safe_v = jnp.where(v > 0, v, 1.0)
-    squeeze = u < 1.0 - 0.0331 * x**4
-    full = jnp.log(u) < 0.5 * x**2 + d * (1.0 - safe_v + jnp.log(safe_v))
-    accepted = (v > 0) & (squeeze | full)
-    return accepted, d * safe_v
+    squeeze = uniform < 1.0 - _SQUEEZE * normal**4
+    full = jnp.log(uniform) < 0.5 * normal**2 + d * (1.0 - safe_v + jnp.log(safe_v))
+    return (v > 0) & (squeeze | full), d * safe_v
+
+
+def step_words(root, generation, chain_ids, count: int):
+    """``count`` random 32-bit words for every chain of a batch at one generation.
+
+    Threefry-2x32 of the counters (chain id, j) under the key fold_in(root, generation):
+    a chain's words depend only on the root key, the generation and its id (not on the
+    batch), and they are computed as one flat array. Drawing from a per-chain key under
+    ``vmap`` instead costs several times more on CPU (each key op works on (chains, 2)
+    arrays whose minor axis is too short to vectorise).
+    """
+    from jax.extend.random import threefry_2x32
+
+    pairs = (count + 1) // 2
+    generation_key = jax.random.key_data(jax.random.fold_in(root, generation))
+    high = jnp.repeat(chain_ids.astype(jnp.uint32), pairs)
+    low = jnp.tile(jnp.arange(pairs, dtype=jnp.uint32), chain_ids.shape[0])
+    hashed = threefry_2x32(generation_key, jnp.concatenate([high, low]))
+    first, second = jnp.split(hashed, 2)
+    return jnp.stack([first, second], axis=-1).reshape(chain_ids.shape[0], 2 * pairs)[:, :count]
+
+
+def uniforms_from_words(words, dtype):
+    """Uniforms in the open interval (0, 1), 24 bits each, from 32-bit words."""
+    return ((words >> 8).astype(dtype) + 0.5) * (1.0 / (1 << 24))
+
+
+def key_from_words(words):
+    """A threefry key made of two random words."""
+    return jax.random.wrap_key_data(words.astype(jnp.uint32), impl="threefry2x32")
+
+
+def open_uniforms(key, count, dtype):
+    """``count`` uniforms in (0, 1), never 0 (safe for log and ndtri)."""
+    tiny = jnp.finfo(dtype).tiny
+    return jax.random.uniform(key, (count,), dtype=dtype, minval=tiny, maxval=1.0)
+
+
+def _first_attempt(shape, uniforms):
+    """Attempt 0 from three uniforms: the normal, the acceptance test and the boost."""
+    d, c = _constants(shape)
+    accepted, value = _attempt(ndtri(uniforms[0]), uniforms[1], d, c)
+    return accepted, value
+
+
+def _retry(key, shape, accepted, value):
+    """Attempts 1, 2, ... until accepted (a no-op for an accepted lane)."""
+    d, c = _constants(shape)
+
+    def not_done(state):
+        return ~state[1]
+
+    def attempt(state):
+        index, _, current = state
+        u = open_uniforms(jax.random.fold_in(key, index), 2, shape.dtype)
+        ok, candidate = _attempt(ndtri(u[0]), u[1], d, c)
+        return index + 1, ok, jnp.where(ok, candidate, current)
+
+    return jax.lax.while_loop(not_done, attempt, (jnp.int32(1), accepted, value))[2]
+
+
+def _finish(shape, value, boost_uniform):
+    boost = boost_uniform ** (1.0 / jnp.where(shape > 0, shape, 1.0))
+    value = jnp.where(shape < 1.0, value * boost, value)
+    return jnp.where(shape > 0, value, 0.0)
+
+
+@jax.custom_batching.custom_vmap
+def _gamma(key, shape, uniforms):
+    accepted, value = _first_attempt(shape, uniforms)
+    return _finish(shape, _retry(key, shape, accepted, value), uniforms[2])
+
+
+@_gamma.def_vmap
+def _gamma_batched(axis_size, in_batched, key, shape, uniforms):
+    def lanes_of(value, batched):
+        return value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
+
+    keys, shapes, uniforms = (lanes_of(v, b) for v, b in zip((key, shape, uniforms), in_batched))
+    accepted, value = jax.vmap(_first_attempt)(shapes, uniforms)
+    rejected = ~accepted
+    # room for ~4x the expected number of rejections (<= 5 %), plus slack for small batches
+    room = min(axis_size, 16 + math.ceil(0.2 * axis_size))
+    lanes = jnp.nonzero(rejected, size=room, fill_value=axis_size)[0]
+
+    def retry_few(value):
+        picked = jnp.minimum(lanes, axis_size - 1)
+        retried = jax.vmap(_retry)(keys[picked], shapes[picked], accepted[picked], value[picked])
+        return value.at[lanes].set(retried, mode="drop")  # fill entries point past the end
+
+    def retry_all(value):
+        return jax.vmap(_retry)(keys, shapes, accepted, value)
+
+    value = jax.lax.cond(jnp.sum(rejected) <= room, retry_few, retry_all, value)
+    return jax.vmap(_finish)(shapes, value, uniforms[:, 2]), True
+
+
+def gamma_from_uniforms(key, shape, uniforms):
+    """Gamma(shape, 1) whose first attempt uses three given open-interval uniforms;
+    ``key`` feeds only the rare further attempts (``fold_in(key, j)``, j >= 1). Lets a
+    caller draw every uniform it needs in one call."""
+    return _gamma(key, jnp.asarray(shape, dtype=uniforms.dtype), uniforms)
 
 
 def gamma(key, shape):
@@ -42,27 +159,8 @@ def gamma(key, shape):
         >>> draws.shape
         (4,)
     """
-    shape = jnp.asarray(shape, dtype=jnp.result_type(float))
-    boosted = shape + jnp.where(shape < 1.0, 1.0, 0.0)
-    d = boosted - 1.0 / 3.0
-    c = 1.0 / jnp.sqrt(9.0 * d)
-    loop_key, boost_key = jax.random.split(key)
-
-    def not_done(state):
-        return ~state[1]
-
-    def attempt(state):
-        attempt_index, _, value = state
-        accepted, candidate = _marsaglia_tsang_attempt(jax.random.fold_in(loop_key, attempt_index), d, c)
-        return attempt_index + 1, accepted, jnp.where(accepted, candidate, value)
-
-    first_accepted, first_value = _marsaglia_tsang_attempt(jax.random.fold_in(loop_key, 0), d, c)
-    _, _, value = jax.lax.while_loop(not_done, attempt, (jnp.int32(1), first_accepted, first_value))
-    boost = jax.random.uniform(boost_key, dtype=value.dtype, minval=jnp.finfo(value.dtype).tiny) ** (
-        1.0 / jnp.where(shape > 0, shape, 1.0)
-    )
-    value = jnp.where(shape < 1.0, value * boost, value)
-    return jnp.where(shape > 0, value, 0.0)
+    dtype = jnp.result_type(float)
+    return gamma_from_uniforms(key, shape, open_uniforms(key, 3, dtype))
 
 
 def chi_square(key, degrees_of_freedom):

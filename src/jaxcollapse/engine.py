@@ -4,9 +4,10 @@ A :class:`ChainProgram` describes one chain: its generation-0 parameters, ``step
 (build D_n and fit generation n + 1; n = 0 draws D_0 from p_0) and ``metrics``. The
 engine runs many chains of it:
 
-* keys are derived, never split across chains: chain i uses ``fold_in(root, i)`` and
-  generation n ``fold_in(chain_key, n)``, so chain i's trajectory is the same whatever
-  the number of chains, the chunk size or the number of devices;
+* randomness is derived, never split across chains: at generation n chain i gets the
+  random words threefry(fold_in(root, n), (i, j)), j < ``words_per_step``, computed for
+  the whole batch as one flat array; so chain i's trajectory is the same whatever the
+  number of chains, the chunk size or the number of devices;
 * chains are processed in chunks that fit a memory budget; each chunk runs the
   generations in segments of one compiled ``scan`` (the same executable for every chunk
   and segment: it is compiled once per configuration), which lets a progress meter see
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._progress import Progress
+from ._random import step_words
 from ._validation import ConfigError, require_int
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
 
@@ -49,18 +51,21 @@ class ChainProgram(NamedTuple):
     """One recursion chain, written for a single chain (the engine vmaps it).
 
     ``initial_params``: generation 0's parameters (p_0 or its moment-matched model).
-    ``step(chain_key, carry, n) -> carry``: carry = (params, policy_state); n = 0 must
-    build D_0 from p_0 and ignore the incoming state.
-    ``initial_state(chain_key)``: a policy state of the right structure for n = 0.
+    ``step(words, carry, n) -> carry``: ``words`` are ``words_per_step`` random uint32
+    words for this chain and generation (``jaxcollapse._random.key_from_words`` turns two
+    of them into a key for bulk draws); carry = (params, policy_state); n = 0 must build
+    D_0 from p_0 and ignore the incoming state.
+    ``initial_state()``: a policy state of the right structure (zeros) for n = 0.
     ``metrics(params) -> dict`` of scalars. ``bytes_per_chain``: working-set estimate.
     """
 
     initial_params: Any
-    initial_state: Callable[[Any], Any]
+    initial_state: Callable[[], Any]
     step: Callable[[Any, Any, Any], Any]
     metrics: Callable[[Any], dict]
     bytes_per_chain: int
     metric_names: tuple[str, ...]
+    words_per_step: int = 2
 
 
 @dataclass
@@ -182,20 +187,24 @@ def simulate(
             return values, params
         return _record_summary(values, valid, quantile_metrics)
 
+    def broadcast(tree, chain_ids):
+        return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, chain_ids.shape + jnp.shape(leaf)), tree)
+
     def start(chain_ids, valid):
-        chain_keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(chain_ids)
-        params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, chain_ids.shape + leaf.shape), program.initial_params)
-        state = jax.vmap(program.initial_state)(chain_keys)
+        params = broadcast(program.initial_params, chain_ids)
+        state = broadcast(program.initial_state(), chain_ids)
         carry = jax.lax.with_sharding_constraint((params, state), chain_sharding)
         return carry, observe(params, valid)
 
     def advance(carry, chain_ids, valid, first_generation):
-        chain_keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(chain_ids)
         step = jax.vmap(program.step, in_axes=(0, 0, None))
+
+        def stepped(carry, n):
+            return step(step_words(root, n, chain_ids, program.words_per_step), carry, n)
 
         def body(carry, offset):
             n = first_generation + offset
-            carry = jax.lax.cond(n < num_generations, lambda c: step(chain_keys, c, n), lambda c: c, carry)
+            carry = jax.lax.cond(n < num_generations, stepped, lambda c, n: c, carry, n)
             return carry, observe(carry[0], valid)
 
         carry, records = jax.lax.scan(body, carry, jnp.arange(segment_length))

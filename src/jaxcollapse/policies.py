@@ -196,31 +196,37 @@ def data_program(policy: DataPolicy, sizes: np.ndarray) -> PolicyProgram:
 
 def stats_program(policy: DataPolicy, sufficient, p0_params) -> PolicyProgram:
     """Per-chain sufficient-statistics functions of ``policy``:
-    ``init(key, m0) -> (stats, state)``, ``step(key, state, params, m) -> (stats, state)``."""
+    ``init(words, m0) -> (stats, state)``, ``step(words, state, params, m) -> (stats, state)``
+    where ``words`` holds ``stats_words(policy, sufficient)`` random uint32 words."""
     if policy.kind not in STATS_REGIMES:
         raise ConfigError(
             f"the sufficient-statistics path supports the regimes {', '.join(STATS_REGIMES)}; "
             f"regime {policy.describe()!r} needs path='data'"
         )
-    draw, merge = sufficient.draw, sufficient.merge
+    draw, merge, width = sufficient.draw, sufficient.merge, sufficient.words_per_draw
 
-    def init(key, m0):
-        stats = draw(key, p0_params, m0)
+    def init(words, m0):
+        stats = draw(words[:width], p0_params, m0)
         return stats, (stats if policy.kind == "accumulate" else ())
 
     if policy.kind == "replace":
-        def step(key, state, params, m):
-            return draw(key, params, m), state
+        def step(words, state, params, m):
+            return draw(words[:width], params, m), state
     elif policy.kind == "accumulate":
-        def step(key, state, params, m):
-            pooled = merge(state, draw(key, params, m))
+        def step(words, state, params, m):
+            pooled = merge(state, draw(words[:width], params, m))
             return pooled, pooled
     else:
         fraction = policy.fraction
 
-        def step(key, state, params, m):
-            model_key, real_key = jax.random.split(key)
+        def step(words, state, params, m):
             real = _real_count(fraction, m)
-            return merge(draw(model_key, params, m - real), draw(real_key, p0_params, real)), state
+            model_stats = draw(words[:width], params, m - real)
+            return merge(model_stats, draw(words[width:2 * width], p0_params, real)), state
 
     return PolicyProgram(init, step)
+
+
+def stats_words(policy: DataPolicy, sufficient) -> int:
+    """Random words one generation of the sufficient-statistics path consumes."""
+    return (2 if policy.kind == "fresh-real" else 1) * sufficient.words_per_draw

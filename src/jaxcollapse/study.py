@@ -25,7 +25,8 @@ from .families.gaussian import (
     ESTIMATORS, GaussianParams, check_sample_sizes, gaussian, gaussian_reference, metric_names,
 )
 from .initial import InitialDistribution, normal_initial
-from .policies import DataPolicy, data_program, parse_policy, stats_program
+from ._random import key_from_words
+from .policies import DataPolicy, data_program, parse_policy, stats_program, stats_words
 from .schedules import Schedule, constant, parse_schedule
 
 __all__ = ["GaussianStudy", "gaussian_study", "PATHS"]
@@ -94,22 +95,22 @@ class GaussianStudy:
             policy = stats_program(self.policy, family.sufficient, theta0)
             fit_stats = family.sufficient.fit
 
-            def first(key, state, params, m):
-                return policy.init(key, m)
+            def first(words, state, params, m):
+                return policy.init(words, m)
 
-            def later(key, state, params, m):
-                return policy.step(key, state, params, m)
+            def later(words, state, params, m):
+                return policy.step(words, state, params, m)
 
-            def step(chain_key, carry, n):
+            def step(words, carry, n):
                 params, state = carry
-                key = jax.random.fold_in(chain_key, n)
-                stats, state = jax.lax.cond(n == 0, first, later, key, state, params, sizes[n])
+                stats, state = jax.lax.cond(n == 0, first, later, words, state, params, sizes[n])
                 return fit_stats(stats), state
 
-            def initial_state(chain_key):
-                shapes = jax.eval_shape(lambda k: policy.init(k, sizes[0])[1], chain_key)
+            def initial_state():
+                shapes = jax.eval_shape(lambda w: policy.init(w, sizes[0])[1], jnp.zeros(words_per_step, jnp.uint32))
                 return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
+            words_per_step = stats_words(self.policy, family.sufficient)
             bytes_per_chain = 64 * (dim * dim + dim + 4)
         else:
             policy = data_program(self.policy, sizes_np)
@@ -125,19 +126,21 @@ class GaussianStudy:
                 model = family.sample(sample_key, params, rows)
                 return policy.step(policy_key, state, model, m, sample_initial)
 
-            def step(chain_key, carry, n):
+            def step(words, carry, n):
                 params, state = carry
-                sample_key, policy_key, fit_key = jax.random.split(jax.random.fold_in(chain_key, n), 3)
+                sample_key, policy_key, fit_key = jax.random.split(key_from_words(words), 3)
                 data, weights, state = jax.lax.cond(
                     n == 0, first, later, (sample_key, policy_key), state, params, sizes[n]
                 )
                 return family.fit(fit_key, data, weights), state
 
-            def initial_state(chain_key):
+            def initial_state():
                 shapes = jax.eval_shape(
-                    lambda k: policy.init(k, jnp.zeros((rows, dim)), sizes[0])[2], chain_key
+                    lambda k: policy.init(k, jnp.zeros((rows, dim)), sizes[0])[2], jax.random.key(0)
                 )
                 return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+            words_per_step = 2
 
             bytes_per_chain = 4 * dim * (8 * rows + 2 * self.policy.pool_rows(sizes_np)) + 64 * dim * dim
 
@@ -148,6 +151,7 @@ class GaussianStudy:
             metrics=metrics,
             bytes_per_chain=int(bytes_per_chain),
             metric_names=metric_names(dim),
+            words_per_step=words_per_step,
         )
 
     def to_json(self) -> dict:

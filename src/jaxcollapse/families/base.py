@@ -10,7 +10,8 @@ __all__ = ["Family", "SufficientStatistics"]
 class SufficientStatistics(NamedTuple):
     """An exact shortcut: draw the statistics ``fit`` needs without the samples.
 
-    ``draw(key, params, m)`` returns the statistics of m samples of the model ``params``
+    ``draw(words, params, m)`` returns the statistics of m samples of the model ``params``
+    from ``words_per_draw`` random uint32 words
     (m is a traced integer; m = 0 gives the empty statistics); ``merge(a, b)`` pools two
     sets of statistics; ``fit(stats)`` equals ``Family.fit`` on the pooled samples.
     """
@@ -18,6 +19,7 @@ class SufficientStatistics(NamedTuple):
     draw: Callable[[Any, Any, Any], Any]
     merge: Callable[[Any, Any], Any]
     fit: Callable[[Any], Any]
+    words_per_draw: int = 6
 
 
 class Family(NamedTuple):

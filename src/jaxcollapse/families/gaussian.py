@@ -23,10 +23,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtr
+from jax.scipy.special import ndtr, ndtri
 from scipy import stats as scipy_stats
 
-from .._random import chi_square, wishart_scatter
+from .._random import gamma_from_uniforms, key_from_words, uniforms_from_words, wishart_scatter
 from .._validation import ConfigError, require_choice, require_covariance, require_finite, require_int
 from .base import Family, SufficientStatistics
 
@@ -76,13 +76,13 @@ def gaussian_reference(mean, cov, lower_quantile=None, upper_quantile=None) -> G
 
 
 def _fit(data, weights, ddof):
-    # Reductions, not dot products: XLA:CPU blocks a batched dot differently for
-    # different batch sizes, which would make a chain's last bits depend on its chunk.
     count = jnp.sum(weights)
-    columns = data.T  # (d, n): every reduction runs along the minor axis
-    mean = jnp.sum(columns * weights, axis=-1) / count
-    centred = columns - mean[:, None]
-    scatter = jnp.sum(centred[:, None, :] * centred[None, :, :] * weights, axis=-1)
+    mean = weights @ data / count
+    centred = data - mean
+    if data.shape[-1] == 1:
+        scatter = (weights @ (centred * centred)).reshape(1, 1)
+    else:
+        scatter = (centred * weights[:, None]).T @ centred
     return GaussianParams(mean, scatter / (count - ddof))
 
 
@@ -94,19 +94,26 @@ def _sample(key, params, n):
     return params.mean + z @ jnp.linalg.cholesky(params.cov).T
 
 
-def _draw_stats(key, params, m):
-    """Exact statistics of m samples from N(mean, cov)."""
+def _draw_stats(words, params, m):
+    """Exact statistics of m samples from N(mean, cov), from ``WORDS_PER_DRAW`` random
+    32-bit words (four uniforms and a key for the rare rejected gamma attempts)."""
     dim = params.mean.shape[-1]
-    mean_key, scatter_key = jax.random.split(key)
-    m = jnp.asarray(m, dtype=params.mean.dtype)
-    z = jax.random.normal(mean_key, (dim,), dtype=params.mean.dtype)
+    dtype = params.mean.dtype
+    m = jnp.asarray(m, dtype=dtype)
     degrees = jnp.maximum(m - 1.0, 0.0)
     scale = 1.0 / jnp.sqrt(jnp.maximum(m, 1.0))
     if dim == 1:
+        # one draw of four uniforms per chain and generation: per-chain key operations
+        # cost far more than the arithmetic on CPU
+        uniforms = uniforms_from_words(words[:4], dtype)
+        retry_key = key_from_words(words[4:6])
         sd = jnp.sqrt(params.cov[0, 0])
-        mean = params.mean + sd * scale * z
-        scatter = (params.cov[0, 0] * chi_square(scatter_key, degrees)).reshape(1, 1)
+        mean = params.mean + sd * scale * ndtri(uniforms[3])
+        scatter = params.cov[0, 0] * 2.0 * gamma_from_uniforms(retry_key, 0.5 * degrees, uniforms[:3])
+        scatter = scatter.reshape(1, 1)
     else:
+        mean_key, scatter_key = jax.random.split(key_from_words(words[4:6]))
+        z = jax.random.normal(mean_key, (dim,), dtype=dtype)
         chol = jnp.linalg.cholesky(params.cov)
         mean = params.mean + scale * (chol @ z)
         scatter = wishart_scatter(scatter_key, chol, degrees)
