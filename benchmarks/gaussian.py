@@ -109,6 +109,21 @@ def numpy_sufficient(M, C, G, seed=0):
     return sigma2
 
 
+def numpy_sufficient_with_risk(M, C, G, seed=0):
+    """(f2): (f) that also records what a study needs: the across-chain mean and variance
+    of the W2 risk R = (mu - 0)^2 + (sigma - 1)^2 at every generation."""
+    rng = np.random.default_rng(seed)
+    mean, sigma2 = np.zeros(C), np.ones(C)
+    shape, scale, root_m = (M - 1) / 2, 2.0 / (M - 1), math.sqrt(M)
+    risk_mean, risk_var = np.empty(G), np.empty(G)
+    for g in range(G):
+        mean += np.sqrt(sigma2) * rng.standard_normal(C) / root_m
+        sigma2 *= rng.standard_gamma(shape, C) * scale
+        risk = mean**2 + (np.sqrt(sigma2) - 1.0) ** 2
+        risk_mean[g], risk_var[g] = risk.mean(), risk.var(ddof=1)
+    return sigma2
+
+
 def rng_functions(M, C, G):
     """(e): jitted jax.random.normal for C*M*G normals: one call, and per-generation blocks."""
     total = C * M * G
@@ -197,19 +212,20 @@ class Timing:
 class JaxcollapseTiming:
     """jc.simulate calls: run and compile seconds as SimulationResult reports them."""
 
-    def __init__(self, path, M, C, G):
+    def __init__(self, path, M, C, G, metrics=None):
         self.study = jc.gaussian_study(samples=M, generations=G, estimator="unbiased", path=path)
-        self.C, self.G = C, G
+        self.C, self.G, self.metrics = C, G, metrics
         self.runs, self.compiles, self.walls, self.final_sigma2_mean = [], [], [], None
 
     def time(self, seed):
         tick = time.perf_counter()
         result = jc.simulate(self.study.program(), num_chains=self.C, num_generations=self.G, seed=seed,
-                             record="summary", progress=False)
+                             record="summary", progress=False, metrics=self.metrics)
         self.walls.append(time.perf_counter() - tick)
         self.runs.append(result.run_seconds)
         self.compiles.append(result.compile_seconds)
-        self.final_sigma2_mean = float(result.summary("sigma2")["mean"][-1])
+        if "sigma2" in result.metric_names:
+            self.final_sigma2_mean = float(result.summary("sigma2")["mean"][-1])
 
     @property
     def best(self):
@@ -362,15 +378,20 @@ def main(argv=None):
     # (d), (f): the sufficient-statistics path, in interleaved rounds.
     for M, (C, G) in sizes["suff"].items():
         numpy_timing, jax_timing = Timing(), JaxcollapseTiming("sufficient", M, C, G)
+        numpy_risk, jax_risk = Timing(), JaxcollapseTiming("sufficient", M, C, G, metrics=("w2_risk",))
         for round_index in range(rounds):
             if round_index < repeats:
                 numpy_timing.time(lambda: numpy_sufficient(M, C, G, seed=round_index))
+                numpy_risk.time(lambda: numpy_sufficient_with_risk(M, C, G, seed=round_index))
             if round_index < jc_repeats:
                 jax_timing.time(round_index)
+                jax_risk.time(round_index)
         row = {
             "chains": C, "generations": G,
             "numpy": {**numpy_timing.to_json(C * G), "final_sigma2_mean": float(numpy_timing.value.mean())},
             "jax": jax_timing.to_json(C * G),
+            "numpy_with_risk": numpy_risk.to_json(C * G),
+            "jax_w2_only": jax_risk.to_json(C * G),
         }
         results["suff"][M] = row
         print(f"(f) np-suff M={M:5d} C={C} G={G}: {numpy_timing.best:7.3f} s  {row['numpy']['rate']:10.3e} "
@@ -378,6 +399,8 @@ def main(argv=None):
         print(f"(d) jc-suff M={M:5d} C={C} G={G}: run {jax_timing.best:7.3f} s  compile "
               f"{row['jax']['compile_seconds']:.2f} s  wall/call {row['jax']['wall_per_call']:.2f} s  "
               f"{row['jax']['rate']:10.3e} chain-gen/s", flush=True)
+        print(f"(f2) np-suff + W2 risk moments M={M:5d}: {row['numpy_with_risk']['rate']:10.3e} chain-gen/s; "
+              f"(d2) jc-suff recording only w2_risk: {row['jax_w2_only']['rate']:10.3e} chain-gen/s", flush=True)
 
     if args.gamma:
         results["gamma"] = gamma_benchmark(repeats)
@@ -439,6 +462,8 @@ def main(argv=None):
     for M, row in results["suff"].items():
         checks.append((f"sufficient / numpy sufficient,   M={M}",
                        row["jax"]["rate"] / row["numpy"]["rate"], TARGETS["suff_vs_numpy"]))
+        checks.append((f"same outputs (W2 risk moments), M={M}",
+                       row["jax_w2_only"]["rate"] / row["numpy_with_risk"]["rate"], TARGETS["suff_vs_numpy"]))
     if 1000 in results["suff"] and 1000 in results["paper"]:
         checks.append(("sufficient / paper loop,         M=1000",
                        results["suff"][1000]["jax"]["rate"] / results["paper"][1000]["rate"],

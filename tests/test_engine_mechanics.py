@@ -165,3 +165,13 @@ def test_progress_meter_reports_generations_only_when_enabled():
     meter.update(chunk=0, generation=10, chains_in_chunk=100, generations_done=10)
     meter.close()
     assert quiet.getvalue() == ""
+
+
+def test_metric_selection_records_only_what_is_asked():
+    study = jc.gaussian_study(samples=10, generations=3)
+    full = jc.simulate(study.program(), num_chains=32, num_generations=3, seed=4)
+    chosen = jc.simulate(study.program(), num_chains=32, num_generations=3, seed=4, metrics=("w2_risk", "sigma"))
+    assert chosen.metric_names == ("w2_risk", "sigma") and set(chosen.moments) == {"w2_risk", "sigma"}
+    np.testing.assert_array_equal(chosen.moments["w2_risk"], full.moments["w2_risk"])
+    with pytest.raises(jc.ConfigError, match="metrics must be a non-empty selection"):
+        jc.simulate(study.program(), num_chains=4, num_generations=3, metrics=("bogus",))

@@ -132,6 +132,7 @@ def simulate(
     num_generations: int,
     seed: int = 0,
     record: str = "summary",
+    metrics: tuple[str, ...] | None = None,
     quantile_metrics: tuple[str, ...] = (),
     chunk_size: int | None = None,
     memory_budget_bytes: int = 1 << 30,
@@ -143,6 +144,7 @@ def simulate(
 
     ``record='summary'`` keeps across-chain moments per generation (and quantile sketches
     for ``quantile_metrics``); ``'trajectories'`` keeps every chain's metrics and params.
+    ``metrics`` (default: all the program's) chooses which metrics are recorded.
     ``chunk_size`` (default: what ``memory_budget_bytes`` allows) bounds the chains in
     flight; ``num_devices`` (``None``: all) shards each chunk over a ``chains`` mesh.
     """
@@ -151,6 +153,15 @@ def simulate(
     seed = require_int("seed", seed, 0)
     if record not in RECORDS:
         raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
+    if metrics is not None:
+        unknown = [name for name in metrics if name not in program.metric_names]
+        if unknown or not metrics:
+            raise ConfigError(f"metrics must be a non-empty selection of {', '.join(program.metric_names)}; got {metrics!r}")
+        chosen = tuple(metrics)
+        program = program._replace(
+            metrics=lambda params, full=program.metrics: {k: v for k, v in full(params).items() if k in chosen},
+            metric_names=chosen,
+        )
     for name in quantile_metrics:
         if name not in program.metric_names:
             raise ConfigError(f"quantile metric {name!r} is not one of {', '.join(program.metric_names)}")
@@ -172,7 +183,7 @@ def simulate(
     chunk_size = num_devices * per_device
     num_chunks = math.ceil(num_chains / chunk_size)
     if segment_length is None:
-        segment_length = max(1, math.ceil(num_generations / 20))
+        segment_length = max(1, math.ceil(num_generations / 10))
     segment_length = require_int("segment_length", segment_length, 1)
     num_segments = math.ceil(num_generations / segment_length)
 

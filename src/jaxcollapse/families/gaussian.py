@@ -23,10 +23,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtr, ndtri
+from jax.scipy.special import ndtr
 from scipy import stats as scipy_stats
 
-from .._random import gamma_from_uniforms, key_from_words, uniforms_from_words, wishart_scatter
+from .._random import WORDS_PER_DRAW, gamma_from_draws, key_from_words, normals_from_words, uniforms_from_words, wishart_scatter
 from .._validation import ConfigError, require_choice, require_covariance, require_finite, require_int
 from .base import Family, SufficientStatistics
 
@@ -96,7 +96,7 @@ def _sample(key, params, n):
 
 def _draw_stats(words, params, m):
     """Exact statistics of m samples from N(mean, cov), from ``WORDS_PER_DRAW`` random
-    32-bit words (four uniforms and a key for the rare rejected gamma attempts)."""
+    32-bit words (in d > 1 dimensions two of them seed a key for the Wishart draw)."""
     dim = params.mean.shape[-1]
     dtype = params.mean.dtype
     m = jnp.asarray(m, dtype=dtype)
@@ -105,14 +105,16 @@ def _draw_stats(words, params, m):
     if dim == 1:
         # one draw of four uniforms per chain and generation: per-chain key operations
         # cost far more than the arithmetic on CPU
-        uniforms = uniforms_from_words(words[:4], dtype)
-        retry_key = key_from_words(words[4:6])
+        normals = normals_from_words(words[jnp.array([0, 3])], dtype)
+        gamma_draws = jnp.stack([normals[0], *uniforms_from_words(words[1:3], dtype)])
+        # the rare rejected gamma attempts rehash two of the words into a key
+        retry_key = key_from_words(words[:2])
         sd = jnp.sqrt(params.cov[0, 0])
-        mean = params.mean + sd * scale * ndtri(uniforms[3])
-        scatter = params.cov[0, 0] * 2.0 * gamma_from_uniforms(retry_key, 0.5 * degrees, uniforms[:3])
+        mean = params.mean + sd * scale * normals[1]
+        scatter = params.cov[0, 0] * 2.0 * gamma_from_draws(retry_key, 0.5 * degrees, gamma_draws)
         scatter = scatter.reshape(1, 1)
     else:
-        mean_key, scatter_key = jax.random.split(key_from_words(words[4:6]))
+        mean_key, scatter_key = jax.random.split(key_from_words(words[:2]))
         z = jax.random.normal(mean_key, (dim,), dtype=dtype)
         chol = jnp.linalg.cholesky(params.cov)
         mean = params.mean + scale * (chol @ z)
@@ -209,7 +211,7 @@ def gaussian(dim: int = 1, estimator: str = "unbiased") -> Family:
         fit=fit,
         sample=_sample,
         metrics=_metrics,
-        sufficient=SufficientStatistics(_draw_stats, _merge_stats, fit_stats),
+        sufficient=SufficientStatistics(_draw_stats, _merge_stats, fit_stats, WORDS_PER_DRAW),
     )
 
 
