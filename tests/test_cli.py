@@ -36,7 +36,7 @@ def test_gaussian_run_writes_a_complete_folder(tmp_path, capsys):
     z = (float(rows[6]["w2_risk_mean"]) - float(rows[6]["w2_risk_exact"])) / float(rows[6]["w2_risk_se"])
     assert abs(z) <= 5
     config = json.loads((out / "config.json").read_text())
-    assert config["study"]["regime"] == "replace" and config["run"]["chains"] == 300
+    assert config["study"]["regime"]["kind"] == "replace" and config["run"]["chains"] == 300
 
 
 def test_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
@@ -93,3 +93,23 @@ def test_non_gaussian_p0_runs_on_the_data_path(tmp_path):
     assert json.loads((out / "config.json").read_text())["study"]["initial"]["kind"] == "mixture"
     # p0's variance is 1 + 16 = 17; generation 1 fits it without bias
     assert float(rows[1]["sigma2_mean"]) == pytest.approx(17, abs=5 * float(rows[1]["sigma2_se"]))
+
+
+def test_rerun_refuses_its_own_folder_and_force_clears_old_outputs(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["gaussian", *SMALL, "--out", str(out)]) == 0
+    assert (out / "trajectories.png").is_file()
+    assert main(["rerun", str(out), "--out", str(out), "--force", "--no-figures"]) == 2
+    assert "must differ" in capsys.readouterr().err
+    assert main(["gaussian", *SMALL, "--no-figures", "--force", "--out", str(out)]) == 0
+    assert not (out / "trajectories.png").exists()  # no stale figure from the earlier run
+
+
+def test_config_keeps_mixing_proportions_exactly(tmp_path):
+    from jaxcollapse.runs import load_config
+
+    out = tmp_path / "mix"
+    assert main(["gaussian", *SMALL, "--no-figures", "--regime", "mix:0.3333333,0.3333333,0.3333334",
+                 "--out", str(out)]) == 0
+    study, _, _ = load_config(out)
+    assert study.policy.mixing == (0.3333333, 0.3333333, 0.3333334)

@@ -71,3 +71,11 @@ def test_mle_with_one_sample_is_valid_and_collapses_at_once():
     assert np.all(result.params.cov[1:] == 0)
     assert np.all(np.isinf(result.trajectories["kl"][1:]))  # infinite, not NaN
     assert not np.any(np.isnan(result.trajectories["w2_risk"]))
+
+
+def test_seed_and_schedule_arguments_are_checked():
+    program = jc.gaussian_study(samples=10, generations=2).program()
+    with pytest.raises(ConfigError, match="seed must be an integer in \\[0, 2\\*\\*32\\)"):
+        jc.simulate(program, num_chains=4, num_generations=2, seed=2**32 + 5)
+    with pytest.raises(ConfigError, match="constant takes no argument"):
+        jc.gaussian_study(samples=10, generations=2, schedule="constant:500")

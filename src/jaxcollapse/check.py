@@ -4,7 +4,9 @@ For every formula that applies to a study, :func:`theory_table` lists per genera
 Monte Carlo estimate, its standard error, the formula's value and
 z = (estimate - formula) / standard error. :func:`verdicts` condenses each formula: an
 exact result or an expansion *agrees* when every |z| <= 5; a lower bound agrees when no
-z < -5. With independent chains the standard error is sd / sqrt(chains).
+z < -5. A generation whose estimate or standard error is not finite (NaN, inf, a single
+chain) counts against the formula; a formula with nothing comparable is "NO CHECK".
+With independent chains the standard error is sd / sqrt(chains).
 
 Example:
     >>> import jaxcollapse as jc
@@ -50,7 +52,8 @@ class Verdict(NamedTuple):
     worst_z: float
     worst_generation: int
     worst_relative_error: float
-    compared: int
+    compared: int  # generations with a finite z-score
+    generations: int = 0  # generations with a formula value
 
 
 class Curve(NamedTuple):
@@ -120,7 +123,7 @@ def theory_table(study: GaussianStudy, result: SimulationResult) -> list[TheoryR
     for quantity, formula, kind, _, values in theory_curves(study):
         estimate, error = _estimate(result, quantity)
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(error > 0, (estimate - values) / error, np.nan)
+            z = np.where((error > 0) & np.isfinite(error), (estimate - values) / error, np.nan)
         for g in range(1, values.size):  # generation 0 is p_0 itself: nothing to estimate
             rows.append(TheoryRow(g, quantity, formula, kind, float(estimate[g]), float(error[g]), float(values[g]), float(z[g])))
     return rows
@@ -133,9 +136,13 @@ def verdicts(rows: list[TheoryRow], z_limit: float = Z_LIMIT) -> list[Verdict]:
     results = []
     for (quantity, formula), group in grouped.items():
         compared = [row for row in group if np.isfinite(row.z)]
+        # a non-finite estimate or standard error is a failure, never a pass: only an
+        # estimate exactly equal to the formula with zero spread is skipped
+        failed = [row for row in group if not np.isfinite(row.z) and not (
+            np.isfinite(row.estimate) and row.standard_error == 0 and row.estimate == row.value)]
         kind = group[0].kind
         if not compared:
-            results.append(Verdict(quantity, formula, kind, True, float("nan"), -1, float("nan"), 0))
+            results.append(Verdict(quantity, formula, kind, False, float("nan"), -1, float("nan"), 0, len(group)))
             continue
         if kind == "lower bound":
             worst = min(compared, key=lambda row: row.z)
@@ -143,9 +150,13 @@ def verdicts(rows: list[TheoryRow], z_limit: float = Z_LIMIT) -> list[Verdict]:
         else:
             worst = max(compared, key=lambda row: abs(row.z))
             agrees = abs(worst.z) <= z_limit
+        if failed:
+            agrees = False
+            worst = failed[0]._replace(z=float("nan"))
         relative = max(abs(row.estimate - row.value) / abs(row.value) for row in compared if row.value != 0) if any(
             row.value != 0 for row in compared) else float("nan")
-        results.append(Verdict(quantity, formula, kind, bool(agrees), worst.z, worst.generation, relative, len(compared)))
+        results.append(Verdict(quantity, formula, kind, bool(agrees), worst.z, worst.generation, relative,
+                               len(compared), len(group)))
     return results
 
 
@@ -166,10 +177,10 @@ def format_check(rows: list[TheoryRow], shown_generations=None, z_limit: float =
     lines.append("")
     lines.append(f"Verdicts (agree: every |z| <= {z_limit:g}; a lower bound: no z < -{z_limit:g}):")
     for verdict in verdicts(rows, z_limit):
-        word = "AGREES  " if verdict.agrees else "DISAGREES"
+        word = "AGREES  " if verdict.agrees else ("NO CHECK " if verdict.compared == 0 else "DISAGREES")
         lines.append(
             f"  {word} {verdict.quantity:<16} {verdict.formula:<22} ({verdict.kind}): worst z = "
             f"{verdict.worst_z:+.2f} at generation {verdict.worst_generation}, largest relative gap "
-            f"{verdict.worst_relative_error:.3g}, {verdict.compared} generations"
+            f"{verdict.worst_relative_error:.3g}, {verdict.compared} of {verdict.generations} generations compared"
         )
     return "\n".join(lines) + "\n"

@@ -151,6 +151,8 @@ def simulate(
     num_chains = require_int("chains", num_chains, 1)
     num_generations = require_int("generations", num_generations, 0)
     seed = require_int("seed", seed, 0)
+    if seed >= 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32); got {seed}")
     if record not in RECORDS:
         raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
     if metrics is not None:

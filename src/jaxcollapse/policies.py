@@ -66,6 +66,15 @@ class DataPolicy:
             return "mix:" + ",".join(f"{v:g}" for v in self.mixing)
         return self.kind
 
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "fraction": self.fraction, "mixing": list(self.mixing)}
+
+    @classmethod
+    def from_json(cls, blob) -> "DataPolicy":
+        if isinstance(blob, str):  # the CLI spelling
+            return parse_policy(blob)
+        return cls(blob["kind"], float(blob["fraction"]), tuple(float(v) for v in blob["mixing"]))
+
     def pool_rows(self, sizes: np.ndarray) -> int:
         """Rows of the buffer that holds the data a fit sees."""
         if self.kind in ("accumulate", "accumulate-subsample"):

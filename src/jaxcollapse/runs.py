@@ -55,7 +55,8 @@ class RunSettings:
 
     def __post_init__(self):
         require_int("chains", self.chains, 1)
-        require_int("seed", self.seed, 0)
+        if not 0 <= require_int("seed", self.seed, 0) < 2**32:
+            raise ConfigError(f"seed must be an integer in [0, 2**32); got {self.seed}")
         if self.chunk_size is not None:
             require_int("chunk_size", self.chunk_size, 1)
         if self.devices is not None:
@@ -149,6 +150,9 @@ def load_config(folder) -> tuple[GaussianStudy, RunSettings, dict]:
     return GaussianStudy.from_json(blob["study"]), RunSettings(**run), blob
 
 
+OUTPUT_FILES = ("summary.csv", "config.json", "check.csv", "report.md", "risk.png", "trajectories.png")
+
+
 def prepare_folder(folder, force: bool) -> Path:
     folder = Path(folder)
     if (folder / "summary.csv").exists() and not force:
@@ -156,6 +160,9 @@ def prepare_folder(folder, force: bool) -> Path:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"out {folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
+    # the finished-run marker goes first, so an interrupted forced run never looks finished
+    for name in OUTPUT_FILES:
+        (folder / name).unlink(missing_ok=True)
     return folder
 
 
@@ -232,10 +239,13 @@ def rerun_gaussian(folder, out=None, *, force: bool = False, figures: bool = Tru
     """Repeat the run in ``folder`` into ``out`` (default: ``folder`` + '-rerun') and say
     whether its summary.csv is byte-identical to the original's."""
     study, settings, blob = load_config(folder)
+    out = Path(out) if out is not None else Path(str(Path(folder).resolve()) + "-rerun")
+    if out.resolve() == Path(folder).resolve():
+        raise ConfigError("rerun --out must differ from the run folder (the original is what it is compared with)")
+    original = Path(folder) / "summary.csv"
+    original_bytes = original.read_bytes() if original.is_file() else None
     if blob.get("x64") != bool(jax.config.jax_enable_x64):
         jax.config.update("jax_enable_x64", bool(blob.get("x64")))
-    out = Path(out) if out is not None else Path(str(Path(folder).resolve()) + "-rerun")
     paths = run_gaussian(study, settings, out, force=force, figures=figures)
-    original = Path(folder) / "summary.csv"
-    identical = original.is_file() and original.read_bytes() == paths["summary"].read_bytes()
+    identical = original_bytes is not None and original_bytes == paths["summary"].read_bytes()
     return out, identical

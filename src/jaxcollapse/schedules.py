@@ -114,6 +114,8 @@ def parse_schedule(text: str, samples: int) -> Schedule:
     if kind not in _KINDS:
         raise ConfigError(f"unknown schedule {text!r}; choose constant, linear:SLOPE, power:P, geometric:RATIO or list:M0,M1,...")
     if kind == "constant":
+        if argument:
+            raise ConfigError(f"schedule constant takes no argument (M is --samples); got {text!r}")
         return constant(samples)
     if kind == "list":
         try:

@@ -158,7 +158,7 @@ class GaussianStudy:
         return {
             "generations": self.generations,
             "schedule": self.schedule.to_json(),
-            "regime": self.policy.describe(),
+            "regime": self.policy.to_json(),
             "estimator": self.estimator,
             "initial": self.initial.to_json(),
             "path": self.path,
@@ -169,7 +169,7 @@ class GaussianStudy:
         return cls(
             generations=int(blob["generations"]),
             schedule=Schedule.from_json(blob["schedule"]),
-            policy=parse_policy(blob["regime"]),
+            policy=DataPolicy.from_json(blob["regime"]),
             estimator=blob["estimator"],
             initial=InitialDistribution.from_json(blob["initial"]),
             path=blob["path"],

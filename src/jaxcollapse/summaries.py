@@ -34,7 +34,11 @@ def chunk_moments(values, valid):
     mean = jnp.sum(jnp.where(valid > 0, values, 0.0)) / jnp.maximum(count, 1.0)
     centred = jnp.where(valid > 0, values - mean, 0.0)
     squared = centred * centred
-    return jnp.stack([count, mean, jnp.sum(squared), jnp.sum(squared * centred), jnp.sum(squared * squared)])
+    moments = jnp.stack([count, mean, jnp.sum(squared), jnp.sum(squared * centred), jnp.sum(squared * squared)])
+    # an infinite value (KL of a collapsed chain) makes the mean infinite and the spread
+    # infinite, not NaN; a NaN value keeps NaN everywhere
+    infinite = jnp.isinf(mean)
+    return jnp.where(infinite & (jnp.arange(5) >= 2), jnp.inf, moments)
 
 
 def merge_moments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,6 +58,9 @@ def merge_moments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         m4 = (a[..., 4] + b[..., 4] + delta**4 * na * nb * (na * na - na * nb + nb * nb) / safe**3
               + 6.0 * delta**2 * (na * na * b[..., 2] + nb * nb * a[..., 2]) / safe**2
               + 4.0 * delta * (na * b[..., 3] - nb * a[..., 3]) / safe)
+        infinite = np.isinf(a[..., 1]) | np.isinf(b[..., 1])
+        mean = np.where(infinite, np.where(na > 0, a[..., 1], 0.0) + np.where(nb > 0, b[..., 1], 0.0), mean)
+        m2, m3, m4 = (np.where(infinite & ~np.isnan(mean), np.inf, m) for m in (m2, m3, m4))
     return np.stack([n, mean, m2, m3, m4], axis=-1)
 
 
@@ -66,18 +73,21 @@ def describe_moments(moments: np.ndarray) -> dict[str, np.ndarray]:
     moments = np.asarray(moments, np.float64)
     n, mean, m2, m4 = moments[..., 0], moments[..., 1], moments[..., 2], moments[..., 4]
     with np.errstate(invalid="ignore", divide="ignore"):
-        variance = m2 / (n - 1)
+        variance = np.where(n > 1, m2 / np.where(n > 1, n - 1, 1.0), np.nan)  # one chain: no spread to estimate
         se = np.sqrt(variance / n)
         central2, central4 = m2 / n, m4 / n
         variance_se = np.sqrt(np.maximum(central4 - central2**2 * (n - 3) / (n - 1), 0.0) / n)
+        variance_se = np.where(np.isinf(central4) & ~np.isnan(mean), np.inf, variance_se)
     return {"mean": mean, "se": se, "var": variance, "var_se": variance_se, "count": n}
 
 
 def sketch(values, valid):
     """Histogram counts of ``values`` (non-negative) on the fixed log-spaced grid."""
-    logs = jnp.log10(jnp.maximum(values, 10.0**SKETCH_LOW * 0.5))
+    finite = jnp.isfinite(values)
+    logs = jnp.log10(jnp.maximum(jnp.where(finite, values, 1.0), 10.0**SKETCH_LOW * 0.5))
     index = jnp.floor((logs - SKETCH_LOW) * SKETCH_PER_DECADE).astype(jnp.int32) + 1
     index = jnp.where(values <= 10.0**SKETCH_LOW, 0, jnp.clip(index, 1, SKETCH_BINS - 1))
+    index = jnp.where(finite, index, SKETCH_BINS - 1)  # inf and NaN count as overflow
     return jnp.zeros(SKETCH_BINS, jnp.int32).at[index].add(valid.astype(jnp.int32))
 
 

@@ -86,12 +86,22 @@ def _fit(data, weights, ddof):
     return GaussianParams(mean, scatter / (count - ddof))
 
 
+def _square_root(cov):
+    """(F, eigenvalues, eigenvectors) with F F^T = cov, from a symmetric eigendecomposition
+    with eigenvalues clipped at 0. Unlike a float32 Cholesky factor, which turns NaN once a
+    collapsing chain's covariance is badly conditioned, it stays finite all the way to a
+    point mass."""
+    eigenvalues, eigenvectors = jnp.linalg.eigh(0.5 * (cov + cov.T))
+    eigenvalues = jnp.maximum(eigenvalues, 0.0)
+    return eigenvectors * jnp.sqrt(eigenvalues), eigenvalues, eigenvectors
+
+
 def _sample(key, params, n):
     dim = params.mean.shape[-1]
     z = jax.random.normal(key, (n, dim), dtype=params.mean.dtype)
     if dim == 1:
         return params.mean + jnp.sqrt(params.cov[0, 0]) * z
-    return params.mean + z @ jnp.linalg.cholesky(params.cov).T
+    return params.mean + z @ _square_root(params.cov)[0].T
 
 
 def _draw_stats(words, params, m):
@@ -116,9 +126,9 @@ def _draw_stats(words, params, m):
     else:
         mean_key, scatter_key = jax.random.split(key_from_words(words[:2]))
         z = jax.random.normal(mean_key, (dim,), dtype=dtype)
-        chol = jnp.linalg.cholesky(params.cov)
-        mean = params.mean + scale * (chol @ z)
-        scatter = wishart_scatter(scatter_key, chol, degrees)
+        factor = _square_root(params.cov)[0]
+        mean = params.mean + scale * (factor @ z)
+        scatter = wishart_scatter(scatter_key, factor, degrees)
     return GaussianStats(m, mean, scatter)
 
 
@@ -164,17 +174,21 @@ def _metrics(params, reference):
             "tail_mass": tail_mass,
         }
     trace = jnp.trace(params.cov)
-    chol = jnp.linalg.cholesky(params.cov)
-    # Sigma_0^1/2 Sigma_n Sigma_0^1/2 built from the Cholesky factor, so the two LAPACK
-    # calls run one after the other: run side by side inside the generation loop they
-    # made XLA:CPU (jaxlib 0.10.2) spin forever.
-    half = reference.cov_sqrt @ chol
+    factor, eigenvalues, eigenvectors = _square_root(params.cov)
+    # Sigma_0^1/2 Sigma_n Sigma_0^1/2 is built from the factor, so the two LAPACK calls
+    # run one after the other: side by side inside the generation loop they made XLA:CPU
+    # (jaxlib 0.10.2) spin forever.
+    half = reference.cov_sqrt @ factor
     cross = jnp.sum(jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(half @ half.T), 0.0)))
     bures = jnp.maximum(jnp.trace(reference.cov) + trace - 2.0 * cross, 0.0)
-    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
-    solved_cov = jax.scipy.linalg.cho_solve((chol, True), reference.cov)
-    solved_delta = jax.scipy.linalg.cho_solve((chol, True), delta)
-    kl = 0.5 * (jnp.trace(solved_cov) + delta @ solved_delta - dim + logdet - reference.cov_logdet)
+    # a collapsed (numerically singular) covariance gives logdet -inf and KL +inf
+    singular = jnp.any(eigenvalues <= 0)
+    safe = jnp.where(eigenvalues > 0, eigenvalues, 1.0)
+    logdet = jnp.where(singular, -jnp.inf, jnp.sum(jnp.log(safe)))
+    rotated_delta = eigenvectors.T @ delta
+    rotated_cov = eigenvectors.T @ reference.cov @ eigenvectors
+    quadratic = jnp.sum(jnp.diagonal(rotated_cov) / safe) + jnp.sum(rotated_delta**2 / safe)
+    kl = jnp.where(singular, jnp.inf, 0.5 * (quadratic - dim + logdet - reference.cov_logdet))
     return {
         "w2_risk": mean_error + bures,
         "mean_error": mean_error,
