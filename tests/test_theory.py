@@ -51,6 +51,8 @@ def test_replace_exact_against_float64_monte_carlo(ddof):
             assert_z(values.mean(), values.std() / np.sqrt(chains), exact[name][g], f"{name} at generation {g}")
         centred = (risk - risk.mean()) ** 2
         assert_z(centred.mean(), centred.std() / np.sqrt(chains), exact["w2_risk_var"][g], f"Var R at {g}")
+        fourth = (risk - exact["w2_risk"][g]) ** 4
+        assert_z(fourth.mean(), fourth.std() / np.sqrt(chains), exact["w2_risk_central4"][g], f"mu4 of R at {g}")
 
 
 def test_replace_exact_keeps_precision_for_huge_samples():

@@ -118,10 +118,29 @@ def _estimate(result: SimulationResult, quantity: str):
     return summary["var"], summary["var_se"]
 
 
+def _exact_variance_standard_error(study: GaussianStudy, chains: int):
+    """For the 1-D replace chain: the exact sampling sd of the across-chain variance of R.
+
+    R grows heavy tails as sum 1/M_i grows; the standard error estimated from the chains'
+    own fourth moment then falls far short of the truth (by orders of magnitude once
+    sum 1/M_i ~ 1), which would make a z-test of any variance formula meaningless. The
+    exact fourth central moment gives the true one."""
+    if not (study.initial.is_gaussian and study.dim == 1 and study.policy.kind == "replace"):
+        return None
+    sigma = float(np.sqrt(study.initial.cov[0, 0]))
+    exact = theory.replace_exact(study.sizes, sigma, ESTIMATORS[study.estimator])
+    return theory.sample_variance_standard_error(exact["w2_risk_var"], exact["w2_risk_central4"], chains)
+
+
 def theory_table(study: GaussianStudy, result: SimulationResult) -> list[TheoryRow]:
+    """Per generation and formula: estimate, standard error, value and z. Variances of the
+    1-D replace chain's risk are judged with their exact standard error."""
     rows = []
+    variance_error = _exact_variance_standard_error(study, result.num_chains)
     for quantity, formula, kind, _, values in theory_curves(study):
         estimate, error = _estimate(result, quantity)
+        if quantity.startswith("Var[") and variance_error is not None:
+            error = variance_error
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where((error > 0) & np.isfinite(error), (estimate - values) / error, np.nan)
         for g in range(1, values.size):  # generation 0 is p_0 itself: nothing to estimate

@@ -11,7 +11,8 @@ Replace chain, 1-D. With e_g = mu_g - mu and u_g = sigma_g - sigma,
     s = sqrt(chi^2_{M-1} / (M - ddof)),     Z ~ N(0, 1) independent of s,
 
 because the sample mean and variance of a Gaussian sample are independent. The moments
-E[u^a e^b], a + b <= 4, therefore obey a closed linear recursion; the coefficients
+E[u^a e^b], a + b <= 8, therefore obey a closed linear recursion (order 8 gives the
+fourth central moment of R, hence the exact standard error of a sample variance); the coefficients
 E[s^i (s - 1)^p] are computed from the deviations E[s^i] - 1, which keeps full relative
 precision up to M ~ 1e7 (plain gamma-function ratios lose it from M ~ 1e4).
 
@@ -24,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,10 +34,13 @@ from scipy.special import gammaln
 __all__ = [
     "replace_exact", "replace_exact_nd", "accumulate_exact", "paper_w2_risk", "paper_w2_risk_var",
     "paper_var_x", "w2_lower_bound", "w2_first_order", "w2_var_first_order", "accumulate_mean_error_published",
+    "sample_variance_standard_error",
 ]
 
-_ORDER = 4
-_NORMAL_MOMENTS = (1.0, 0.0, 1.0, 0.0, 3.0)
+_ORDER = 8  # moments up to order 8 give the fourth central moment of R = e^2 + u^2
+_NORMAL_MOMENTS = (1.0, 0.0, 1.0, 0.0, 3.0, 0.0, 15.0, 0.0, 105.0)
+_PAIRS = [(a, b) for a in range(_ORDER + 1) for b in range(_ORDER + 1 - a)]
+_INDEX = {pair: i for i, pair in enumerate(_PAIRS)}
 
 
 def _half_gamma_log_ratio_remainder(x: float) -> float:
@@ -48,22 +53,28 @@ def _half_gamma_log_ratio_remainder(x: float) -> float:
 
 
 def _scale_factor_deviations(sample_size: int, ddof: int) -> np.ndarray:
-    """delta_i = E[s^i] - 1 for i = 0..4, s = sqrt(chi^2_{M-1} / (M - ddof))."""
+    """delta_i = E[s^i] - 1 for i = 0.._ORDER, s = sqrt(chi^2_{M-1} / (M - ddof)).
+
+    E[s^2j] = c^j prod_{l<j} (k + 2l) and E[s^(2j+1)] = E[s] c^j prod_{l<j} (k + 1 + 2l)
+    with k = M - 1, c = 1 / (M - ddof); each factor c (k + 2l) - 1 = (2l - 1 + ddof) c is
+    small and exact, so the logs are summed with log1p and the deviation taken by expm1.
+    """
     k = sample_size - 1
     if k == 0:  # M = 1 with the MLE: the fitted variance is exactly zero
-        return np.array([0.0, -1.0, -1.0, -1.0, -1.0])
+        return np.array([0.0] + [-1.0] * _ORDER)
     denominator = sample_size - ddof
-    log_ck = math.log1p((k - denominator) / denominator)  # ln(c k), c = 1 / (M - ddof)
-    delta1 = math.expm1(0.5 * log_ck + _half_gamma_log_ratio_remainder(k / 2))
-    delta2 = (k - denominator) / denominator  # c k - 1
-    c_k1 = ddof / denominator  # c (k + 1) - 1
-    delta3 = c_k1 + (1.0 + c_k1) * delta1  # E s^3 = c (k + 1) E s
-    delta4 = (k * (k + 2) - denominator**2) / denominator**2  # E s^4 = c^2 k (k + 2)
-    return np.array([0.0, delta1, delta2, delta3, delta4])
+    log_mean_s = 0.5 * math.log1p((k - denominator) / denominator) + _half_gamma_log_ratio_remainder(k / 2)
+    deltas = [0.0]
+    for i in range(1, _ORDER + 1):
+        j, odd = divmod(i, 2)
+        offset = 0 if odd else -1  # (2l + ddof) for odd powers, (2l - 1 + ddof) for even
+        log_moment = sum(math.log1p((2 * l + offset + ddof) / denominator) for l in range(j))
+        deltas.append(math.expm1(log_moment + (log_mean_s if odd else 0.0)))
+    return np.array(deltas)
 
 
 def _shifted_scale_moments(deltas: np.ndarray) -> np.ndarray:
-    """table[i, p] = E[s^i (s - 1)^p] for i + p <= 4, from the deviations."""
+    """table[i, p] = E[s^i (s - 1)^p] for i + p <= _ORDER, from the deviations."""
     table = np.zeros((_ORDER + 1, _ORDER + 1))
     for i in range(_ORDER + 1):
         for p in range(_ORDER + 1 - i):
@@ -74,60 +85,73 @@ def _shifted_scale_moments(deltas: np.ndarray) -> np.ndarray:
     return table
 
 
-def _replace_moment_step(moments: np.ndarray, sample_size: int, sigma: float, ddof: int) -> np.ndarray:
-    """One generation of E[u^a e^b] (a + b <= 4), u = sigma_g - sigma, e = mu_g - mu."""
+@functools.lru_cache(maxsize=256)
+def _transition(sample_size: int, sigma: float, ddof: int) -> np.ndarray:
+    """The linear map m_g -> m_{g+1} on E[u^a e^b], a + b <= _ORDER, for one generation:
+    u' = u s + sigma (s - 1), e' = e + (u + sigma) Z / sqrt(M)."""
     scale = _shifted_scale_moments(_scale_factor_deviations(sample_size, ddof))
-    new = np.zeros_like(moments)
+    matrix = np.zeros((len(_PAIRS), len(_PAIRS)))
     inv_sqrt_m = 1.0 / math.sqrt(sample_size)
-    for a in range(_ORDER + 1):
-        for b in range(_ORDER + 1 - a):
-            total = 0.0
-            # u' = u s + sigma (s - 1);  e' = e + (u + sigma) Z / sqrt(M)
-            for i in range(a + 1):
-                for j in range(0, b + 1, 2):
-                    for l in range(j + 1):
-                        coefficient = (
-                            math.comb(a, i) * sigma ** (a - i) * scale[i, a - i]
-                            * math.comb(b, j) * _NORMAL_MOMENTS[j] * inv_sqrt_m**j
-                            * math.comb(j, l) * sigma ** (j - l)
-                        )
-                        total += coefficient * moments[i + l, b - j]
-            new[a, b] = total
-    return new
+    for row, (a, b) in enumerate(_PAIRS):
+        for i in range(a + 1):
+            for j in range(0, b + 1, 2):
+                for l in range(j + 1):
+                    matrix[row, _INDEX[(i + l, b - j)]] += (
+                        math.comb(a, i) * sigma ** (a - i) * scale[i, a - i]
+                        * math.comb(b, j) * _NORMAL_MOMENTS[j] * inv_sqrt_m**j
+                        * math.comb(j, l) * sigma ** (j - l)
+                    )
+    return matrix
 
 
 def _sizes(sizes) -> np.ndarray:
     return np.asarray(sizes, dtype=np.int64).reshape(-1)
 
 
+def _moment(history: np.ndarray, a: int, b: int) -> np.ndarray:
+    return history[:, _INDEX[(a, b)]]
+
+
 def replace_exact(sizes, sigma: float = 1.0, ddof: int = 1) -> dict[str, np.ndarray]:
     """Exact moments of the 1-D replace chain for any schedule and either estimator.
 
     Returns arrays over g = 0..G: ``w2_risk`` (E R_W2), ``w2_risk_var`` (Var R_W2),
+    ``w2_risk_central4`` (E (R - E R)^4, for the standard error of a sample variance),
     ``mean_error`` (E (mu_g - mu)^2), ``sigma2`` (E sigma_g^2), ``sigma`` (E sigma_g)
     and ``var_x`` (Var X^g = E (mu_g - mu)^2 + E sigma_g^2).
     """
     sizes = _sizes(sizes)
-    moments = np.zeros((_ORDER + 1, _ORDER + 1))
-    moments[0, 0] = 1.0
+    moments = np.zeros(len(_PAIRS))
+    moments[_INDEX[(0, 0)]] = 1.0
     history = [moments]
     for m in sizes:
-        moments = _replace_moment_step(moments, int(m), sigma, ddof)
+        moments = _transition(int(m), float(sigma), int(ddof)) @ moments
         history.append(moments)
     h = np.stack(history)
-    mean_error = h[:, 0, 2]
-    u1, u2 = h[:, 1, 0], h[:, 2, 0]
-    risk = mean_error + u2
-    risk_second = h[:, 0, 4] + 2.0 * h[:, 2, 2] + h[:, 4, 0]
+    mean_error = _moment(h, 0, 2)
+    u1, u2 = _moment(h, 1, 0), _moment(h, 2, 0)
+    # E[R^k] = sum_i C(k, i) E[e^(2i) u^(2(k-i))]
+    raw = [sum(math.comb(k, i) * _moment(h, 2 * (k - i), 2 * i) for i in range(k + 1)) for k in range(5)]
+    risk = raw[1]
+    central4 = raw[4] - 4 * raw[3] * risk + 6 * raw[2] * risk**2 - 3 * risk**4
     sigma2 = u2 + 2.0 * sigma * u1 + sigma**2
     return {
         "w2_risk": risk,
-        "w2_risk_var": risk_second - risk**2,
+        "w2_risk_var": raw[2] - risk**2,
+        "w2_risk_central4": central4,
         "mean_error": mean_error,
         "sigma2": sigma2,
         "sigma": u1 + sigma,
         "var_x": mean_error + sigma2,
     }
+
+
+def sample_variance_standard_error(variance, central4, chains: int) -> np.ndarray:
+    """The exact standard deviation of the sample variance of ``chains`` independent draws:
+    sqrt((mu_4 - sigma^4 (n - 3) / (n - 1)) / n)."""
+    n = float(chains)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(np.maximum(central4 - variance**2 * (n - 3) / (n - 1), 0.0) / n)
 
 
 def replace_exact_nd(sizes, cov_trace: float, ddof: int = 1) -> dict[str, np.ndarray]:
