@@ -61,8 +61,6 @@ def test_replace_exact_keeps_precision_for_huge_samples():
     mpmath.mp.dps = 50
     sizes = [10**7, 10**5, 10**6]
     for ddof in (0, 1):
-        moments = {(0, 0): mpmath.mpf(1)}
-        sigma = mpmath.mpf(1)
         ref_risk, ref_var = [], []
         # plain (unshifted) recursion for E[sigma^a e^b]: fine in 50 digits
         state = {(a, b): (mpmath.mpf(1) if b == 0 else mpmath.mpf(0)) for a in range(5) for b in range(5 - a)}

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ from .families.gaussian import (
 from .initial import InitialDistribution, normal_initial
 from ._random import key_from_words
 from .policies import DataPolicy, data_program, parse_policy, stats_program, stats_words
-from .schedules import Schedule, constant, parse_schedule
+from .schedules import Schedule, parse_schedule
 
 __all__ = ["GaussianStudy", "gaussian_study", "PATHS"]
 
