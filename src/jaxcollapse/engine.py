@@ -191,6 +191,8 @@ def simulate(
 
     mesh = _chain_mesh(num_devices)
     chain_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains"))
+    # the root key is an argument of the compiled program, not a constant baked into it:
+    # another seed reuses the executable (through JAX's persistent cache too)
     root = jax.random.key(seed)
     keep_trajectories = record == "trajectories"
 
@@ -209,7 +211,7 @@ def simulate(
         carry = jax.lax.with_sharding_constraint((params, state), chain_sharding)
         return carry, observe(params, valid)
 
-    def advance(carry, chain_ids, valid, first_generation):
+    def advance(carry, chain_ids, valid, first_generation, root):
         step = jax.vmap(program.step, in_axes=(0, 0, None))
 
         def stepped(carry, n):
@@ -245,14 +247,14 @@ def simulate(
                 carry_spec = jax.tree.map(
                     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=chain_sharding), shapes
                 )
-                advance_jit = advance_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0)).compile()
+                advance_jit = advance_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0), root).compile()
             compile_seconds = time.perf_counter() - tick
         carry, first = start_jit(chain_ids, valid)
         outputs = [jax.device_get(first)]
         outputs[0] = jax.tree.map(lambda x: np.asarray(x)[None], outputs[0])
         for segment in range(num_segments):
             first_generation = segment * segment_length
-            carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation))
+            carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation), root)
             outputs.append(jax.device_get(out))
             done = min(segment_length, num_generations - first_generation)
             meter.update(chunk, first_generation + done, int(valid_np.sum()), done)
