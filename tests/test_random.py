@@ -56,3 +56,21 @@ def test_wishart_scatter_moments():
     centred = (draws - draws.mean(0)) ** 2
     assert_z(centred.mean(0), centred.std(0) / np.sqrt(n), expected_var, "Wishart variance")
     np.testing.assert_allclose(draws, np.swapaxes(draws, 1, 2), atol=1e-5)
+
+
+def test_words_never_give_an_infinite_normal_or_a_closed_uniform():
+    """A float32 rounding once mapped the largest word to v = 1 and erfinv(1) = inf
+    (one chain in 2*10^7 draws turned infinite); the extremes are now exact."""
+    from jaxcollapse._random import normals_from_words, uniforms_from_words
+
+    extremes = jnp.array([0, 1, 255, 511, 2**31, 2**32 - 512, 2**32 - 257, 2**32 - 1], dtype=jnp.uint32)
+    for dtype in (jnp.float32,):
+        normals = np.asarray(normals_from_words(extremes, dtype))
+        uniforms = np.asarray(uniforms_from_words(extremes, dtype))
+        assert np.all(np.isfinite(normals)) and np.all(np.abs(normals) < 5.5)
+        assert np.all(uniforms > 0) and np.all(uniforms < 1)
+        np.testing.assert_allclose(normals[0], -normals[-1], rtol=1e-6)  # symmetric
+    words = jax.random.bits(jax.random.key(1), (200_000,))
+    z = np.asarray(normals_from_words(words, jnp.float32), np.float64)
+    assert_z(z.mean(), z.std() / np.sqrt(z.size), 0.0, "normal mean")
+    assert stats.kstest(z, "norm").pvalue > 1e-4

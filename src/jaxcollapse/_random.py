@@ -67,15 +67,23 @@ def step_words(root, generation, chain_ids, count: int):
     return jnp.stack([first, second], axis=-1).reshape(chain_ids.shape[0], 2 * pairs)[:, :count]
 
 
+def _odd_integers(words, dtype):
+    """2 (w >> 9) + 1: odd integers in [1, 2**24 - 1], exact in float32."""
+    return ((words >> 9) * 2 + 1).astype(dtype)
+
+
 def uniforms_from_words(words, dtype):
-    """Uniforms in the open interval (0, 1), 24 bits each, from 32-bit words."""
-    return ((words >> 8).astype(dtype) + 0.5) * (1.0 / (1 << 24))
+    """Uniforms in the open interval (0, 1) from 32-bit words: the odd multiples of
+    2**-24, so 0 and 1 can never occur (k + 1/2 with a 24-bit k would round to 1 in
+    float32)."""
+    return _odd_integers(words, dtype) * (1.0 / (1 << 24))
 
 
 def normals_from_words(words, dtype):
-    """Standard normals from 32-bit words: sqrt(2) erfinv(v), v uniform in (-1, 1) with
-    24 bits, as ``jax.random.normal`` does (erfinv is cheaper than ndtri on CPU)."""
-    symmetric = ((words >> 8).astype(dtype) + 0.5) * (1.0 / (1 << 23)) - 1.0
+    """Standard normals from 32-bit words: sqrt(2) erfinv(v) with v uniform on the odd
+    multiples of 2**-23 in (-1, 1), as ``jax.random.normal`` does (erfinv is cheaper than
+    ndtri on CPU); |v| <= 1 - 2**-23, so the result is always finite (|z| < 5.4)."""
+    symmetric = _odd_integers(words, dtype) * (1.0 / (1 << 23)) - 1.0
     return jnp.sqrt(jnp.asarray(2.0, dtype)) * jax.lax.erf_inv(symmetric)
 
 
