@@ -79,3 +79,16 @@ def test_seed_and_schedule_arguments_are_checked():
         jc.simulate(program, num_chains=4, num_generations=2, seed=2**32 + 5)
     with pytest.raises(ConfigError, match="constant takes no argument"):
         jc.gaussian_study(samples=10, generations=2, schedule="constant:500")
+
+
+@pytest.mark.parametrize("args, match", [
+    (("normal", 0.0, -2.0, 1), "sigma must be > 0"),  # sigma**2 would otherwise hide the sign
+    (("laplace", 0.0, 0.0, 1), "sigma must be > 0"),
+    (("normal", 0.0, 1.0, 0), "dim must be an integer >= 1"),
+    (("student-t:5", 0.0, 1.0, 2), "one-dimensional"),
+])
+def test_parse_initial_validates_its_own_arguments(args, match):
+    from jaxcollapse.initial import parse_initial
+
+    with pytest.raises(ConfigError, match=match):
+        parse_initial(*args)

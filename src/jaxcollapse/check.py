@@ -62,6 +62,9 @@ class Curve(NamedTuple):
     kind: str  # "exact", "expansion" or "lower bound"
     column: str  # its column in summary.csv
     values: np.ndarray  # over g = 0..G
+    # for an exact variance: the fourth central moment, which gives the exact standard
+    # error of a sample variance (see theory_table)
+    central4: np.ndarray | None = None
 
 
 def theory_curves(study: GaussianStudy) -> list[Curve]:
@@ -75,8 +78,8 @@ def theory_curves(study: GaussianStudy) -> list[Curve]:
     kind = study.policy.kind
     curves = []
 
-    def add(quantity, formula, kind_, column, values):
-        curves.append(Curve(quantity, formula, kind_, column, np.asarray(values, np.float64)))
+    def add(quantity, formula, kind_, column, values, central4=None):
+        curves.append(Curve(quantity, formula, kind_, column, np.asarray(values, np.float64), central4))
 
     if kind == "replace":
         if one_d:
@@ -84,7 +87,7 @@ def theory_curves(study: GaussianStudy) -> list[Curve]:
             exact = theory.replace_exact(sizes, sigma, ddof)
             for metric in ("w2_risk", "mean_error", "sigma", "sigma2", "var_x"):
                 add(f"E[{metric}]", "exact", "exact", f"{metric}_exact", exact[metric])
-            add("Var[w2_risk]", "exact", "exact", "w2_risk_var_exact", exact["w2_risk_var"])
+            add("Var[w2_risk]", "exact", "exact", "w2_risk_var_exact", exact["w2_risk_var"], exact["w2_risk_central4"])
             add("E[w2_risk]", "paper eq. (4)", "expansion", "w2_risk_paper", theory.paper_w2_risk(sizes, sigma))
             add("Var[w2_risk]", "paper eq. (5)", "expansion", "w2_risk_var_paper", theory.paper_w2_risk_var(sizes, sigma))
             add("E[var_x]", "paper sec. 4.2", "expansion", "var_x_paper", theory.paper_var_x(sizes, sigma))
@@ -118,29 +121,23 @@ def _estimate(result: SimulationResult, quantity: str):
     return summary["var"], summary["var_se"]
 
 
-def _exact_variance_standard_error(study: GaussianStudy, chains: int):
-    """For the 1-D replace chain: the exact sampling sd of the across-chain variance of R.
-
-    R grows heavy tails as sum 1/M_i grows; the standard error estimated from the chains'
-    own fourth moment then falls far short of the truth (by orders of magnitude once
-    sum 1/M_i ~ 1), which would make a z-test of any variance formula meaningless. The
-    exact fourth central moment gives the true one."""
-    if not (study.initial.is_gaussian and study.dim == 1 and study.policy.kind == "replace"):
-        return None
-    sigma = float(np.sqrt(study.initial.cov[0, 0]))
-    exact = theory.replace_exact(study.sizes, sigma, ESTIMATORS[study.estimator])
-    return theory.sample_variance_standard_error(exact["w2_risk_var"], exact["w2_risk_central4"], chains)
-
-
 def theory_table(study: GaussianStudy, result: SimulationResult) -> list[TheoryRow]:
-    """Per generation and formula: estimate, standard error, value and z. Variances of the
-    1-D replace chain's risk are judged with their exact standard error."""
+    """Per generation and formula: estimate, standard error, value and z.
+
+    Where the exact theory gives a variance's fourth central moment (the 1-D replace
+    chain), every formula for that variance is judged with the exact standard error of a
+    sample variance: R grows heavy tails as sum 1/M_i grows, and the standard error
+    estimated from the chains' own fourth moment then falls short of the truth by orders
+    of magnitude (once sum 1/M_i ~ 1), which would make the z-test meaningless."""
     rows = []
-    variance_error = _exact_variance_standard_error(study, result.num_chains)
-    for quantity, formula, kind, _, values in theory_curves(study):
+    curves = theory_curves(study)
+    exact_variance_error = {
+        curve.quantity: theory.sample_variance_standard_error(curve.values, curve.central4, result.num_chains)
+        for curve in curves if curve.central4 is not None
+    }
+    for quantity, formula, kind, _, values, _ in curves:
         estimate, error = _estimate(result, quantity)
-        if quantity.startswith("Var[") and variance_error is not None:
-            error = variance_error
+        error = exact_variance_error.get(quantity, error)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where((error > 0) & np.isfinite(error), (estimate - values) / error, np.nan)
         for g in range(1, values.size):  # generation 0 is p_0 itself: nothing to estimate

@@ -77,10 +77,6 @@ def _gaussian(args) -> int:
 
     if args.devices < 0:
         raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
-    if args.dim < 1:
-        raise ConfigError(f"dim must be an integer >= 1; got {args.dim}")
-    if args.sigma <= 0 or args.sigma != args.sigma:
-        raise ConfigError(f"sigma must be > 0; got {args.sigma}")
     study = gaussian_study(
         samples=args.samples, generations=args.generations, schedule=args.schedule, regime=args.regime,
         estimator=args.estimator, initial=parse_initial(args.p0, args.mean, args.sigma, args.dim), path=args.path,
@@ -89,19 +85,9 @@ def _gaussian(args) -> int:
         chains=args.chains, seed=args.seed, chunk_size=args.chunk_size, devices=args.devices or None,
         quantiles=args.quantiles, figure_samples=args.figure_samples, progress=args.progress,
     )
-    paths = run_gaussian(study, settings, args.out, force=args.force, figures=not args.no_figures)
+    paths, rows = run_gaussian(study, settings, args.out, force=args.force, figures=not args.no_figures)
     print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
     if args.check:
-        import csv
-
-        from .check import TheoryRow
-
-        with open(paths["check"]) as stream:
-            rows = [
-                TheoryRow(int(r["generation"]), r["quantity"], r["formula"], r["kind"],
-                          *(float(r[k]) if r[k] else float("nan") for k in ("monte_carlo", "standard_error", "formula_value", "z")))
-                for r in csv.DictReader(stream)
-            ]
         print(format_check(rows))
     return 0
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -82,7 +82,6 @@ class SimulationResult:
     params: Any = None  # pytree of (G + 1, chains, ...)
     compile_seconds: float = 0.0
     run_seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self, metric: str) -> dict[str, np.ndarray]:
         """Across-chain mean, its standard error, variance and variance standard error."""
@@ -262,7 +261,7 @@ def simulate(
         if keep_trajectories:
             values, params = stacked
             take = int(valid_np.sum())
-            trajectory_chunks.append(jax.tree.map(lambda x: x[:, :take], (values, params)))
+            trajectory_chunks.append(jax.tree.map(lambda x, take=take: x[:, :take], (values, params)))
         else:
             moments, sketches = stacked
             if merged_moments is None:

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats as scipy_stats
 
-from ._validation import ConfigError, require_covariance, require_finite, require_positive, require_proportions
+from ._validation import (
+    ConfigError, require_covariance, require_finite, require_int, require_positive, require_proportions,
+)
 
 __all__ = [
     "InitialDistribution", "normal_initial", "student_t_initial", "laplace_initial",
@@ -209,6 +211,8 @@ def parse_initial(text: str, mean: float, sigma: float, dim: int) -> InitialDist
     """CLI spelling: ``normal``, ``student-t:DF``, ``laplace``, ``mixture:SEPARATION``
     (equal-weight unit-variance modes at +-SEPARATION/2, the paper's Figure 3 uses 8)."""
     kind, _, argument = text.partition(":")
+    dim = require_int("dim", dim, 1)
+    sigma = require_positive("sigma", sigma)  # sigma**2 below would hide a negative sigma
     if kind != "normal" and dim != 1:
         raise ConfigError(f"p0 {kind!r} is one-dimensional; use --dim 1")
     try:

@@ -8,7 +8,7 @@ Example:
     >>> import tempfile, jaxcollapse as jc
     >>> study = jc.gaussian_study(samples=50, generations=3)
     >>> folder = tempfile.mkdtemp() + "/run"
-    >>> paths = run_gaussian(study, RunSettings(chains=100), folder, figures=False)
+    >>> paths, rows = run_gaussian(study, RunSettings(chains=100), folder, figures=False)
     >>> sorted(p.name for p in paths.values())
     ['check.csv', 'config.json', 'report.md', 'summary.csv']
 """
@@ -30,6 +30,7 @@ import numpy as np
 from ._validation import ConfigError, require_fraction, require_int
 from .check import format_check, theory_curves, theory_table, verdicts
 from .engine import SimulationResult, simulate
+from .families.gaussian import minimum_samples
 from .study import GaussianStudy
 
 __all__ = ["RunSettings", "run_gaussian", "rerun_gaussian", "summary_rows", "load_config"]
@@ -167,8 +168,9 @@ def prepare_folder(folder, force: bool) -> Path:
 
 
 def run_gaussian(study: GaussianStudy, settings: RunSettings, folder, *, force: bool = False,
-                 figures: bool = True) -> dict[str, Path]:
-    """Run ``study`` and write its folder; returns the paths written."""
+                 figures: bool = True) -> tuple[dict[str, Path], list]:
+    """Run ``study`` and write its folder; returns the paths written and the theory rows
+    (:func:`jaxcollapse.check.theory_table`) that check.csv holds."""
     folder = prepare_folder(folder, force)
     paths = {"config": folder / "config.json"}
     _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
@@ -194,7 +196,7 @@ def run_gaussian(study: GaussianStudy, settings: RunSettings, folder, *, force: 
     header, table = summary_rows(study, result, settings.quantiles)
     paths["summary"] = folder / "summary.csv"
     _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
-    return paths
+    return paths, rows
 
 
 def _write_figures(study, settings, result, folder: Path) -> list[str]:
@@ -208,7 +210,7 @@ def _write_figures(study, settings, result, folder: Path) -> list[str]:
     plt.close(figure)
     names.append("risk.png")
     if study.generations and settings.figure_samples:
-        sizes = [m for m in settings.figure_samples if m >= max(int(np.min(study.sizes)), study.dim + 1, 2)]
+        sizes = [m for m in settings.figure_samples if m >= minimum_samples(study.dim, study.estimator)]
         if sizes:
             figure = plot_trajectories(study, trajectory_runs(study, sizes, seed=settings.seed))
             figure.savefig(folder / "trajectories.png", dpi=120)
@@ -246,6 +248,6 @@ def rerun_gaussian(folder, out=None, *, force: bool = False, figures: bool = Tru
     original_bytes = original.read_bytes() if original.is_file() else None
     if blob.get("x64") != bool(jax.config.jax_enable_x64):
         jax.config.update("jax_enable_x64", bool(blob.get("x64")))
-    paths = run_gaussian(study, settings, out, force=force, figures=figures)
+    paths, _ = run_gaussian(study, settings, out, force=force, figures=figures)
     identical = original_bytes is not None and original_bytes == paths["summary"].read_bytes()
     return out, identical

@@ -26,7 +26,7 @@ from .families.gaussian import (
 )
 from .initial import InitialDistribution, normal_initial
 from ._random import key_from_words
-from .policies import DataPolicy, data_program, parse_policy, stats_program, stats_words
+from .policies import STATS_REGIMES, DataPolicy, data_program, parse_policy, stats_program, stats_words
 from .schedules import Schedule, parse_schedule
 
 __all__ = ["GaussianStudy", "gaussian_study", "PATHS"]
@@ -70,8 +70,6 @@ class GaussianStudy:
         """``auto`` takes the sufficient-statistics path wherever it is exact."""
         if self.path != "auto":
             return self.path
-        from .policies import STATS_REGIMES
-
         return "sufficient" if self.initial.is_gaussian and self.policy.kind in STATS_REGIMES else "data"
 
     def family(self):
