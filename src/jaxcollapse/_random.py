@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "gamma", "gamma_from_draws", "chi_square", "wishart_scatter", "step_words", "uniforms_from_words",
-    "normals_from_words", "key_from_words", "WORDS_PER_DRAW",
+    "normals_from_words", "key_from_words", "threefry_elementwise", "WORDS_PER_DRAW",
 ]
 
 WORDS_PER_DRAW = 4  # two normals and two uniforms; the rare further attempts rehash them
@@ -65,6 +65,34 @@ def step_words(root, generation, chain_ids, count: int):
     hashed = threefry_2x32(generation_key, jnp.concatenate([high, low]))
     first, second = jnp.split(hashed, 2)
     return jnp.stack([first, second], axis=-1).reshape(chain_ids.shape[0], 2 * pairs)[:, :count]
+
+
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _rotate_left(x, bits):
+    return (x << jnp.uint32(bits)) | (x >> jnp.uint32(32 - bits))
+
+
+def threefry_elementwise(key0, key1, count0, count1):
+    """Threefry-2x32 (20 rounds, Salmon et al. 2011), the generator behind ``jax.random``,
+    with a key per element: all four uint32 arrays broadcast together.
+
+    ``jax.extend.random.threefry_2x32`` takes one key for a whole array; under ``vmap``
+    over chains each chain's key then works on its own short array, which vectorises
+    badly on CPU. Written elementwise, a batch of chains hashes as one flat array. The
+    output equals ``threefry_2x32`` word for word (tested).
+    """
+    key0, key1, x0, x1 = (jnp.asarray(v, jnp.uint32) for v in (key0, key1, count0, count1))
+    schedule = (key0, key1, key0 ^ key1 ^ jnp.uint32(0x1BD11BDA))
+    x0, x1 = x0 + key0, x1 + key1
+    for block in range(5):
+        for bits in _THREEFRY_ROTATIONS[block % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, bits) ^ x0
+        x0 = x0 + schedule[(block + 1) % 3]
+        x1 = x1 + schedule[(block + 2) % 3] + jnp.uint32(block + 1)
+    return x0, x1
 
 
 def _odd_integers(words, dtype):

@@ -104,11 +104,12 @@ class SimulationResult:
 
 
 def _host_moments(values: np.ndarray) -> np.ndarray:
+    """(G + 1, ..., 5) moments of (G + 1, chains, ...) trajectories."""
     n = values.shape[1]
     mean = values.mean(axis=1)
     centred = values - mean[:, None]
     return np.stack([
-        np.full(values.shape[0], float(n)), mean,
+        np.full(mean.shape, float(n)), mean,
         (centred**2).sum(1), (centred**3).sum(1), (centred**4).sum(1),
     ], axis=-1)
 

@@ -29,15 +29,18 @@ SKETCH_BINS = int((SKETCH_HIGH - SKETCH_LOW) * SKETCH_PER_DECADE) + 2  # + under
 
 
 def chunk_moments(values, valid):
-    """(count, mean, M2, M3, M4) of ``values`` over the chains where ``valid`` is 1."""
-    count = jnp.sum(valid)
-    mean = jnp.sum(jnp.where(valid > 0, values, 0.0)) / jnp.maximum(count, 1.0)
-    centred = jnp.where(valid > 0, values - mean, 0.0)
+    """(count, mean, M2, M3, M4) (last axis) of ``values`` over the chains (axis 0) where
+    ``valid`` is 1; a vector metric of shape (chains, K) gives (K, 5)."""
+    valid = valid.reshape(valid.shape + (1,) * (values.ndim - 1)) > 0
+    count = jnp.broadcast_to(jnp.sum(valid, axis=0).astype(values.dtype), values.shape[1:])
+    mean = jnp.sum(jnp.where(valid, values, 0.0), axis=0) / jnp.maximum(count, 1.0)
+    centred = jnp.where(valid, values - mean, 0.0)
     squared = centred * centred
-    moments = jnp.stack([count, mean, jnp.sum(squared), jnp.sum(squared * centred), jnp.sum(squared * squared)])
+    moments = jnp.stack([count, mean, jnp.sum(squared, axis=0), jnp.sum(squared * centred, axis=0),
+                         jnp.sum(squared * squared, axis=0)], axis=-1)
     # an infinite value (KL of a collapsed chain) makes the mean infinite and the spread
     # infinite, not NaN; a NaN value keeps NaN everywhere
-    infinite = jnp.isinf(mean)
+    infinite = jnp.isinf(mean)[..., None]
     return jnp.where(infinite & (jnp.arange(5) >= 2), jnp.inf, moments)
 
 
