@@ -40,7 +40,7 @@ __all__ = ["binomial", "multinomial", "INVERSION_MEAN"]
 
 INVERSION_MEAN = 10.0  # BTRS needs n p >= 10 (Hormann 1993); inversion below costs ~n p steps
 _UNROLL = 8  # inversion search steps per loop trip
-_UNROLL_ATTEMPTS = 2  # BTRS attempts per loop trip
+_UNROLL_ATTEMPTS = 1  # BTRS attempts per loop trip (each copy costs ~0.5 s of compile time)
 
 # ln k! - [(k + 1/2) ln(k + 1) - (k + 1) + ln(2 pi) / 2] for k < 10, from math.lgamma in float64
 _STIRLING_TAIL_TABLE = tuple(
@@ -120,9 +120,8 @@ def _btrs_attempt(source, salt, n, q):
 def _btrs(source, n, q, needed):
     """Hormann's BTRS for n q >= 10, q <= 1/2, where ``needed``; other elements get 0.
 
-    Attempts run ``_UNROLL_ATTEMPTS`` at a time for the whole batch in one fused pass; an
-    attempt is accepted with probability ~0.9, so a batch of 1e6 elements needs about
-    three trips. (Gathering the rejected elements into a buffer, as the gamma sampler
+    Attempts run for the whole batch in one fused pass per trip; an attempt is accepted
+    with probability ~0.9, so a batch of 1e6 elements needs about six trips. (Gathering the rejected elements into a buffer, as the gamma sampler
     does, costs more here than the attempts it saves: an attempt is a few ns.)"""
     n = jnp.where(needed, n, 100.0)  # harmless parameters where the value is not wanted
     q = jnp.where(needed, q, 0.5)
@@ -135,7 +134,7 @@ def _btrs(source, n, q, needed):
             done = done | ok
         return salt + _UNROLL_ATTEMPTS, done, value
 
-    start = attempts((jnp.uint32(1), ~needed, jnp.zeros_like(n)))
+    start = (jnp.uint32(1), ~needed, jnp.zeros_like(n))
     return jax.lax.while_loop(lambda s: jnp.any(~s[1]), attempts, start)[2]
 
 

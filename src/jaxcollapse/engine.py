@@ -80,6 +80,7 @@ class SimulationResult:
     sketches: dict[str, np.ndarray] | None = None  # (G + 1, bins)
     trajectories: dict[str, np.ndarray] | None = None  # (G + 1, chains)
     params: Any = None  # pytree of (G + 1, chains, ...)
+    final: dict[str, np.ndarray] | None = None  # (chains,): final_metrics at the last generation
     compile_seconds: float = 0.0
     run_seconds: float = 0.0
 
@@ -134,6 +135,7 @@ def simulate(
     record: str = "summary",
     metrics: tuple[str, ...] | None = None,
     quantile_metrics: tuple[str, ...] = (),
+    final_metrics: tuple[str, ...] = (),
     chunk_size: int | None = None,
     memory_budget_bytes: int = 1 << 30,
     num_devices: int | None = 1,
@@ -144,7 +146,9 @@ def simulate(
 
     ``record='summary'`` keeps across-chain moments per generation (and quantile sketches
     for ``quantile_metrics``); ``'trajectories'`` keeps every chain's metrics and params.
-    ``metrics`` (default: all the program's) chooses which metrics are recorded.
+    ``metrics`` (default: all the program's) chooses which metrics are recorded;
+    ``final_metrics`` (any of the program's) are kept for every chain at the last
+    generation (O(chains) memory, e.g. a chain's absorption time).
     ``chunk_size`` (default: what ``memory_budget_bytes`` allows) bounds the chains in
     flight; ``num_devices`` (``None``: all) shards each chunk over a ``chains`` mesh.
     """
@@ -155,6 +159,10 @@ def simulate(
         raise ConfigError(f"seed must be an integer in [0, 2**32); got {seed}")
     if record not in RECORDS:
         raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
+    unknown_final = [name for name in final_metrics if name not in program.metric_names]
+    if unknown_final:
+        raise ConfigError(f"final metrics must be among {', '.join(program.metric_names)}; got {unknown_final!r}")
+    all_metrics = program.metrics
     if metrics is not None:
         unknown = [name for name in metrics if name not in program.metric_names]
         if unknown or not metrics:
@@ -225,7 +233,13 @@ def simulate(
         carry, records = jax.lax.scan(body, carry, jnp.arange(segment_length))
         return jax.lax.with_sharding_constraint(carry, chain_sharding), records
 
+    def finish(params):
+        values = jax.vmap(all_metrics)(params)
+        return {name: values[name] for name in final_metrics}
+
     start_jit = jax.jit(start)
+    finish_jit = jax.jit(finish)
+    final_chunks: list = []
     advance_jit = jax.jit(advance, donate_argnums=(0,))
     meter = Progress(num_generations, num_chains, num_chunks, progress)
 
@@ -259,6 +273,9 @@ def simulate(
             done = min(segment_length, num_generations - first_generation)
             meter.update(chunk, first_generation + done, int(valid_np.sum()), done)
         stacked = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[: num_generations + 1], *outputs)
+        if final_metrics:
+            take = int(valid_np.sum())
+            final_chunks.append({k: np.asarray(v)[:take] for k, v in jax.device_get(finish_jit(carry[0])).items()})
         if keep_trajectories:
             values, params = stacked
             take = int(valid_np.sum())
@@ -281,6 +298,8 @@ def simulate(
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
     )
+    if final_metrics:
+        result.final = {name: np.concatenate([chunk[name] for chunk in final_chunks]) for name in final_metrics}
     if keep_trajectories:
         values, params = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *trajectory_chunks)
         result.trajectories = values
