@@ -4,7 +4,7 @@ For every formula that applies to a study, :func:`theory_table` lists per genera
 Monte Carlo estimate, its standard error, the formula's value and
 z = (estimate - formula) / standard error. :func:`verdicts` condenses each formula: an
 exact result or an expansion *agrees* when every |z| <= 5; a lower bound agrees when no
-z < -5. A generation whose estimate or standard error is not finite (NaN, inf, a single
+z < -5, an upper bound when no z > 5. A generation whose estimate or standard error is not finite (NaN, inf, a single
 chain) counts against the formula; a formula with nothing comparable is "NO CHECK".
 With independent chains the standard error is sd / sqrt(chains).
 
@@ -19,13 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from .engine import SimulationResult
 from .families.gaussian import ESTIMATORS
+from .discrete import DiscreteStudy
 from .study import GaussianStudy
+from .theory import discrete as discrete_theory
 from .theory import gaussian as theory
 
 __all__ = ["Curve", "TheoryRow", "Verdict", "theory_curves", "theory_table", "verdicts", "format_check", "Z_LIMIT"]
@@ -42,6 +45,7 @@ class TheoryRow(NamedTuple):
     standard_error: float
     value: float
     z: float
+    state: int = -1  # the state of a per-state quantity (discrete chains); -1 for a scalar
 
 
 class Verdict(NamedTuple):
@@ -59,16 +63,18 @@ class Verdict(NamedTuple):
 class Curve(NamedTuple):
     quantity: str  # "E[metric]" or "Var[metric]" of the per-chain metric
     formula: str
-    kind: str  # "exact", "expansion" or "lower bound"
-    column: str  # its column in summary.csv
-    values: np.ndarray  # over g = 0..G
+    kind: str  # "exact", "expansion", "lower bound" or "upper bound"
+    column: str  # its column in summary.csv (states.csv for a per-state curve)
+    values: np.ndarray  # over g = 0..G, or (G + 1, K) per state; NaN where it says nothing
     # for an exact variance: the fourth central moment, which gives the exact standard
     # error of a sample variance (see theory_table)
     central4: np.ndarray | None = None
 
 
-def theory_curves(study: GaussianStudy) -> list[Curve]:
+def theory_curves(study) -> list[Curve]:
     """Every formula that applies to ``study``, evaluated over generations 0..G."""
+    if isinstance(study, DiscreteStudy):
+        return discrete_theory_curves(study)
     if not study.initial.is_gaussian:
         return []  # every formula here assumes a Gaussian p_0
     sizes = study.sizes
@@ -113,6 +119,93 @@ def theory_curves(study: GaussianStudy) -> list[Curve]:
     return curves
 
 
+INDICATOR_METRICS = ("absorbed", "extinct", "state_alive", "state_absorbed")
+EXACT_SOLVER_STATES = 20_000  # count vectors the exact forward propagation may carry
+
+
+def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
+    """Formulas for a discrete chain (see docs/theory.md, "Discrete chains")."""
+    sizes = study.sizes
+    generations = study.generations
+    if not generations:
+        return []
+    curves = []
+    constant = bool(np.all(sizes == sizes[0]))
+
+    def add(quantity, formula, kind, column, values):
+        curves.append(Curve(quantity, formula, kind, column, np.asarray(values, np.float64)))
+
+    def at_first_generation(value):
+        values = np.full((generations + 1,) + np.shape(value), np.nan)
+        values[1] = value
+        return values
+
+    regime = study.policy.kind
+    if study.kind == "poisson":
+        rate = study.initial.rate
+        add("E[rate]", "exact (martingale)", "exact", "rate_exact", np.full(generations + 1, rate))
+        if regime == "replace":
+            add("E[extinct]", "exact (Galton-Watson)", "exact", "extinct_exact",
+                discrete_theory.poisson_extinction_exact(rate, sizes))
+            if constant:
+                g = np.arange(generations + 1, dtype=float)
+                with np.errstate(divide="ignore"):
+                    bound = np.exp(-sizes[0] * rate / g)
+                add("E[extinct]", "Suresh et al. form", "upper bound", "extinct_suresh_bound", bound)
+        return curves
+    if study.smoothing:
+        return curves  # smoothing is a deliberate approximation error: no closed form here
+    p0 = study.p0
+    live = p0[p0 > 0]
+    add("E[state_p]", "exact (martingale)", "exact", "p_exact", np.broadcast_to(p0, (generations + 1, len(p0))))
+    alive_first = 1.0 - discrete_theory.loss_probability_first_generation(p0, int(sizes[0]))
+    add("E[state_alive]", "1 - (1 - p0)^M", "exact", "alive_first_exact", at_first_generation(alive_first))
+    add("E[support]", "sum 1 - (1 - p0)^M", "exact", "support_first_exact",
+        at_first_generation(discrete_theory.expected_support_first_generation(p0, int(sizes[0]))))
+    if regime != "replace":
+        return curves
+    add("E[heterozygosity]", "exact (1 - 1/M)^n", "exact", "heterozygosity_exact",
+        discrete_theory.heterozygosity_exact(sizes, p0))
+    compositions = math.comb(int(np.max(sizes)) + len(live) - 1, len(live) - 1)
+    if compositions <= EXACT_SOLVER_STATES:
+        exact = discrete_theory.categorical_chain_exact(p0, sizes)
+        add("E[support]", "exact Markov chain", "exact", "support_exact", exact["support"])
+        add("E[absorbed]", "exact Markov chain", "exact", "absorbed_exact", exact["absorbed"])
+        add("E[state_absorbed]", "exact Markov chain", "exact", "absorbed_in_exact", exact["absorbed_in"])
+        add("E[state_alive]", "exact Markov chain", "exact", "alive_exact", exact["alive"])
+    add("E[state_absorbed]", "p0 (its limit)", "upper bound", "absorbed_in_limit",
+        np.broadcast_to(p0, (generations + 1, len(p0))))
+    if constant:
+        add("E[state_alive]", "Suresh et al. 1 - exp(-M p0 / n)", "lower bound", "alive_suresh_bound",
+            discrete_theory.suresh_unigram_survival_bound(p0, int(sizes[0]), generations))
+    return curves
+
+
+def absorption_time_rows(study: DiscreteStudy, absorption_generation: np.ndarray) -> list[TheoryRow]:
+    """E[T] of the chains against the exact fundamental-matrix mean and Kimura's diffusion
+    approximation (replace, constant M, no smoothing); only when every chain has absorbed
+    by the last generation (otherwise T is censored and its mean is not estimable)."""
+    sizes = study.sizes
+    times = np.asarray(absorption_generation, np.float64)
+    if (study.kind == "poisson" or study.smoothing or study.policy.kind != "replace" or not len(sizes)
+            or not np.all(sizes == sizes[0]) or times.size < 2 or np.any(times < 0)):
+        return []
+    m = int(sizes[0])
+    estimate = float(times.mean())
+    error = float(times.std(ddof=1) / np.sqrt(times.size))
+    p0 = study.p0
+    formulas = []
+    live = int(np.sum(p0 > 0))
+    if math.comb(m + live - 1, live - 1) <= 5_000:
+        formulas.append(("fundamental matrix", "exact", discrete_theory.absorption_time_exact(p0, m)["mean"]))
+    formulas.append(("Kimura diffusion", "expansion", discrete_theory.kimura_mean_absorption_time(p0, m)))
+    rows = []
+    for formula, kind, value in formulas:
+        z = (estimate - value) / error if error > 0 else float("nan")
+        rows.append(TheoryRow(study.generations, "E[absorption time]", formula, kind, estimate, error, float(value), z))
+    return rows
+
+
 def _estimate(result: SimulationResult, quantity: str):
     statistic, metric = quantity[:-1].split("[")
     summary = result.summary(metric)
@@ -121,7 +214,7 @@ def _estimate(result: SimulationResult, quantity: str):
     return summary["var"], summary["var_se"]
 
 
-def theory_table(study: GaussianStudy, result: SimulationResult) -> list[TheoryRow]:
+def theory_table(study, result: SimulationResult) -> list[TheoryRow]:
     """Per generation and formula: estimate, standard error, value and z.
 
     Where the exact theory gives a variance's fourth central moment (the 1-D replace
@@ -138,10 +231,20 @@ def theory_table(study: GaussianStudy, result: SimulationResult) -> list[TheoryR
     for quantity, formula, kind, _, values, _ in curves:
         estimate, error = _estimate(result, quantity)
         error = exact_variance_error.get(quantity, error)
+        if quantity[2:-1] in INDICATOR_METRICS:
+            # the mean of a 0/1 metric is a binomial proportion: the formula's value gives its
+            # exact standard error, which stays meaningful when no chain (or every chain) hit
+            with np.errstate(invalid="ignore"):
+                error = np.sqrt(np.clip(values, 0.0, 1.0) * (1.0 - np.clip(values, 0.0, 1.0)) / result.num_chains)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where((error > 0) & np.isfinite(error), (estimate - values) / error, np.nan)
-        for g in range(1, values.size):  # generation 0 is p_0 itself: nothing to estimate
-            rows.append(TheoryRow(g, quantity, formula, kind, float(estimate[g]), float(error[g]), float(values[g]), float(z[g])))
+        for g in range(1, values.shape[0]):  # generation 0 is p_0 itself: nothing to estimate
+            for state in (range(values.shape[1]) if values.ndim == 2 else (-1,)):
+                at = (g, state) if state >= 0 else g
+                if np.isnan(values[at]):
+                    continue
+                rows.append(TheoryRow(g, quantity, formula, kind, float(estimate[at]), float(error[at]),
+                                      float(values[at]), float(z[at]), state))
     return rows
 
 
@@ -163,6 +266,9 @@ def verdicts(rows: list[TheoryRow], z_limit: float = Z_LIMIT) -> list[Verdict]:
         if kind == "lower bound":
             worst = min(compared, key=lambda row: row.z)
             agrees = worst.z >= -z_limit
+        elif kind == "upper bound":
+            worst = max(compared, key=lambda row: row.z)
+            agrees = worst.z <= z_limit
         else:
             worst = max(compared, key=lambda row: abs(row.z))
             agrees = abs(worst.z) <= z_limit
@@ -179,19 +285,21 @@ def verdicts(rows: list[TheoryRow], z_limit: float = Z_LIMIT) -> list[Verdict]:
 def format_check(rows: list[TheoryRow], shown_generations=None, z_limit: float = Z_LIMIT) -> str:
     """A plain-text report: selected generations per formula, then one verdict each."""
     if not rows:
-        return "No closed form applies to this study (theory covers a Gaussian p0 with the replace or accumulate regime).\n"
+        return "No closed form applies to this study.\n"
     last = max(row.generation for row in rows)
     if shown_generations is None:
         shown_generations = sorted({1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, last} & set(range(1, last + 1)))
     lines = [f"{'gen':>5}  {'quantity':<16} {'formula':<22} {'monte carlo':>13} {'std err':>10} {'formula':>13} {'z':>8}"]
     for row in rows:
-        if row.generation in shown_generations:
+        if row.generation in shown_generations and row.state < 3:  # per-state rows: the first three states
+            quantity = row.quantity if row.state < 0 else f"{row.quantity[:-1]}[{row.state}]]"
             lines.append(
-                f"{row.generation:>5}  {row.quantity:<16} {row.formula:<22} {row.estimate:>13.6g} "
+                f"{row.generation:>5}  {quantity:<16} {row.formula:<22} {row.estimate:>13.6g} "
                 f"{row.standard_error:>10.3g} {row.value:>13.6g} {row.z:>8.2f}"
             )
     lines.append("")
-    lines.append(f"Verdicts (agree: every |z| <= {z_limit:g}; a lower bound: no z < -{z_limit:g}):")
+    lines.append(f"Verdicts (agree: every |z| <= {z_limit:g}; a lower bound: no z < -{z_limit:g}; "
+                 f"an upper bound: no z > {z_limit:g}):")
     for verdict in verdicts(rows, z_limit):
         word = "AGREES  " if verdict.agrees else ("NO CHECK " if verdict.compared == 0 else "DISAGREES")
         lines.append(

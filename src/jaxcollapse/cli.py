@@ -57,6 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
     gaussian.add_argument("--progress", dest="progress", action="store_true", default=None)
     gaussian.add_argument("--no-progress", dest="progress", action="store_false")
 
+    discrete = commands.add_parser("discrete", help="discrete chains: histograms, Bernoulli, Poisson (paper section 4.1)")
+    discrete.add_argument("--family", default="categorical", help="categorical | bernoulli | poisson")
+    discrete.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
+    discrete.add_argument("--generations", type=int, default=200, help="fitted generations G (default 200)")
+    discrete.add_argument("--samples", type=int, default=100, help="M, or M_0 of a growing schedule (default 100)")
+    discrete.add_argument("--states", type=int, default=20, help="K, states of the histogram (default 20)")
+    discrete.add_argument("--init", default="mixture",
+                          help="uniform | zipf:S | mixture | fat-mixture | probs:P1,P2,... | bernoulli:P | poisson:LAMBDA")
+    discrete.add_argument("--schedule", default="constant",
+                          help="constant | linear:SLOPE | power:P | geometric:RATIO | list:M0,M1,...")
+    discrete.add_argument("--regime", default="replace",
+                          help="replace | accumulate | accumulate-subsample | real-fraction:F | fresh-real:F | mix:A,B,G")
+    discrete.add_argument("--smoothing", type=float, default=0.0, help="additive smoothing alpha of the fit (default 0)")
+    discrete.add_argument("--tail-threshold", type=float, default=None,
+                          help="states with p0 below it form the tail (default 1/M)")
+    discrete.add_argument("--path", default="auto", help="auto | data | counts (default auto)")
+    discrete.add_argument("--per-state", dest="per_state", action="store_true", default=None,
+                          help="record per-state means (default when K <= 64)")
+    discrete.add_argument("--no-per-state", dest="per_state", action="store_false")
+    discrete.add_argument("--seed", type=int, default=0)
+    discrete.add_argument("--out", default="results/discrete", help="run folder (default results/discrete)")
+    discrete.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    discrete.add_argument("--check", action="store_true", help="print Monte Carlo against every formula")
+    discrete.add_argument("--chunk-size", type=int, default=None, help="chains in flight (default: memory budget)")
+    discrete.add_argument("--devices", type=int, default=1, help="devices to shard chains over (0: all)")
+    discrete.add_argument("--no-figures", action="store_true")
+    discrete.add_argument("--x64", action="store_true", help="compute in float64")
+    discrete.add_argument("--progress", dest="progress", action="store_true", default=None)
+    discrete.add_argument("--no-progress", dest="progress", action="store_false")
+
     rerun = commands.add_parser("rerun", help="repeat a run from its config.json and compare")
     rerun.add_argument("folder")
     rerun.add_argument("--out", default=None, help="where to write (default FOLDER-rerun)")
@@ -92,10 +122,38 @@ def _gaussian(args) -> int:
     return 0
 
 
-def _rerun(args) -> int:
-    from .runs import rerun_gaussian
+def _discrete(args) -> int:
+    import jax
 
-    out, identical = rerun_gaussian(args.folder, args.out, force=args.force, figures=not args.no_figures)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    from .check import format_check
+    from .discrete import discrete_study
+    from .runs import RunSettings, run_discrete
+
+    if args.devices < 0:
+        raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
+    init = args.init
+    if args.family != "categorical" and init == "mixture":
+        init = {"bernoulli": "bernoulli:0.3", "poisson": "poisson:1"}.get(args.family, init)
+    study = discrete_study(
+        samples=args.samples, generations=args.generations, family=args.family, states=args.states, init=init,
+        schedule=args.schedule, regime=args.regime, smoothing=args.smoothing, tail_threshold=args.tail_threshold,
+        path=args.path, per_state=args.per_state,
+    )
+    settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
+                           devices=args.devices or None, progress=args.progress)
+    paths, rows = run_discrete(study, settings, args.out, force=args.force, figures=not args.no_figures)
+    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
+    if args.check:
+        print(format_check(rows))
+    return 0
+
+
+def _rerun(args) -> int:
+    from .runs import rerun
+
+    out, identical = rerun(args.folder, args.out, force=args.force, figures=not args.no_figures)
     if identical:
         print(f"rerun written to {out}: summary.csv is identical to the original, bit for bit")
         return 0
@@ -106,7 +164,7 @@ def _rerun(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"gaussian": _gaussian, "rerun": _rerun}[args.command](args)
+        return {"gaussian": _gaussian, "discrete": _discrete, "rerun": _rerun}[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; never open a window
@@ -20,7 +23,10 @@ from .check import theory_curves
 from .engine import simulate
 from .study import GaussianStudy
 
-__all__ = ["plot_risk", "plot_trajectories", "trajectory_runs", "FIGURE_REGIMES"]
+__all__ = [
+    "plot_risk", "plot_trajectories", "trajectory_runs", "FIGURE_REGIMES", "plot_resampled_histogram",
+    "plot_discrete_collapse", "plot_absorption_times", "write_discrete_figures",
+]
 
 FIGURE_REGIMES = ("replace", "accumulate-subsample", "accumulate")
 _STYLES = {"exact": "-", "expansion": "--", "lower bound": ":"}
@@ -118,3 +124,93 @@ def plot_trajectories(study: GaussianStudy, runs):
     figure.suptitle(f"Single chains, {study.estimator} estimator (paper Figures 4-6)")
     figure.tight_layout()
     return figure
+
+
+def plot_resampled_histogram(study, seed: int = 0):
+    """The paper's Figure 3: p_0 and one resampled histogram of M_0 draws, as counts on a
+    log axis, with the cut-off 1/M below which a state expects less than one draw."""
+    p0 = study.p0
+    m = int(study.sizes[0])
+    counts = np.random.default_rng(seed).multinomial(m, p0)
+    grid = np.asarray(study.initial.grid)
+    width = float(np.min(np.diff(grid))) if len(grid) > 1 else 1.0
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, values, title in ((axes[0], m * p0, "p0 (expected counts of M draws)"),
+                              (axes[1], counts.astype(float), f"after resampling M = {m} draws")):
+        ax.bar(grid, np.where(values > 0, values, np.nan), width=width, color="C0")
+        ax.axhline(1.0, color="C3", linestyle="--", label="p = 1/M (one expected draw)")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("state")
+    axes[0].set_ylabel("count")
+    axes[0].legend()
+    lost = np.sum(p0[(counts == 0) & (p0 > 0)])
+    figure.suptitle(f"{study.initial.describe()}: {int(np.sum((counts == 0) & (p0 > 0)))} states lost, p0-mass {lost:.3g}")
+    figure.tight_layout()
+    return figure
+
+
+def plot_discrete_collapse(study, result):
+    """Support size and heterozygosity (rate and extinction for Poisson) per generation,
+    Monte Carlo mean +- 2 standard errors against every scalar formula."""
+    names = ("rate", "extinct") if study.kind == "poisson" else ("support", "heterozygosity", "absorbed")
+    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4))
+    generations = np.arange(result.num_generations + 1)
+    curves = [c for c in theory_curves(study) if c.values.ndim == 1]
+    for ax, name in zip(axes, names):
+        summary = result.summary(name)
+        ax.plot(generations, summary["mean"], color="C0", label="Monte Carlo")
+        ax.fill_between(generations, summary["mean"] - 2 * summary["se"], summary["mean"] + 2 * summary["se"],
+                        color="C0", alpha=0.3)
+        for index, curve in enumerate(c for c in curves if c.quantity == f"E[{name}]"):
+            ax.plot(generations, curve.values, linestyle="--", marker="." if np.isnan(curve.values).any() else None,
+                    color=f"C{index + 1}", label=f"{curve.formula} ({curve.kind})")
+        ax.set_xlabel("generation")
+        ax.set_title(f"E[{name}]")
+        ax.legend(fontsize=7)
+    figure.suptitle(f"{study.kind} chain, {study.initial.describe()}, regime {study.policy.describe()}, "
+                    f"{result.num_chains} chains")
+    figure.tight_layout()
+    return figure
+
+
+def plot_absorption_times(study, times: np.ndarray):
+    """Histogram of the chains' absorption generations against the exact law (small
+    problems) and Kimura's mean."""
+    from .theory import discrete as theory
+
+    figure, ax = plt.subplots(figsize=(7, 4))
+    absorbed = times[times >= 0]
+    top = study.generations
+    ax.hist(absorbed, bins=np.arange(top + 2) - 0.5, density=False, color="C0", alpha=0.6,
+            label=f"Monte Carlo ({absorbed.size} of {times.size} chains absorbed)")
+    sizes = study.sizes
+    if study.kind != "poisson" and len(sizes) and np.all(sizes == sizes[0]) and not study.smoothing \
+            and study.policy.kind == "replace":
+        m = int(sizes[0])
+        live = int(np.sum(study.p0 > 0))
+        if math.comb(m + live - 1, live - 1) <= 5_000:
+            exact = theory.absorption_time_exact(study.p0, m, g_max=top)
+            ax.plot(np.arange(top + 1), exact["pmf"] * times.size, color="C3", label="exact (fundamental matrix)")
+            ax.axvline(exact["mean"], color="C3", linestyle=":", label=f"exact mean {exact['mean']:.1f}")
+        ax.axvline(theory.kimura_mean_absorption_time(study.p0, m), color="C2", linestyle="--",
+                   label="Kimura diffusion mean")
+    ax.set_xlabel("absorption generation")
+    ax.set_ylabel("chains")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def write_discrete_figures(study, settings, result, folder) -> list[str]:
+    names = []
+    figures = []
+    if study.kind != "poisson" and study.generations:
+        figures.append(("figure3.png", plot_resampled_histogram(study, settings.seed)))
+    figures.append(("collapse.png", plot_discrete_collapse(study, result)))
+    figures.append(("absorption.png", plot_absorption_times(study, result.final["absorption_generation"])))
+    for name, figure in figures:
+        figure.savefig(Path(folder) / name, dpi=110)
+        plt.close(figure)
+        names.append(name)
+    return names

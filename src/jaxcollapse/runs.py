@@ -28,12 +28,16 @@ import jax
 import numpy as np
 
 from ._validation import ConfigError, require_fraction, require_int
-from .check import format_check, theory_curves, theory_table, verdicts
+from .check import absorption_time_rows, format_check, theory_curves, theory_table, verdicts
+from .discrete import DiscreteStudy
 from .engine import SimulationResult, simulate
 from .families.gaussian import minimum_samples
 from .study import GaussianStudy
 
-__all__ = ["RunSettings", "run_gaussian", "rerun_gaussian", "summary_rows", "load_config"]
+__all__ = [
+    "RunSettings", "run_gaussian", "rerun_gaussian", "summary_rows", "load_config", "run_discrete",
+    "discrete_summary_rows", "rerun",
+]
 
 FORMAT_VERSION = 1
 REQUIRED_COLUMNS = (
@@ -118,10 +122,10 @@ def _csv_text(header, rows) -> str:
     return buffer.getvalue()
 
 
-def _config(study: GaussianStudy, settings: RunSettings) -> dict:
+def _config(study, settings: RunSettings) -> dict:
     return {
         "format_version": FORMAT_VERSION,
-        "command": "gaussian",
+        "command": "discrete" if isinstance(study, DiscreteStudy) else "gaussian",
         "study": study.to_json(),
         "run": asdict(settings) | {"quantiles": list(settings.quantiles), "figure_samples": list(settings.figure_samples)},
         "x64": bool(jax.config.jax_enable_x64),
@@ -138,20 +142,26 @@ def _version() -> str:
     return __version__
 
 
-def load_config(folder) -> tuple[GaussianStudy, RunSettings, dict]:
+STUDIES = {"gaussian": GaussianStudy, "discrete": DiscreteStudy}
+
+
+def load_config(folder) -> tuple[GaussianStudy | DiscreteStudy, RunSettings, dict]:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{folder} holds no config.json; it is not a jaxcollapse run folder")
     blob = json.loads(path.read_text())
-    if blob.get("command") != "gaussian":
-        raise ConfigError(f"{path} describes a {blob.get('command')!r} run; only gaussian runs can be rerun here")
+    if blob.get("command") not in STUDIES:
+        raise ConfigError(f"{path} describes a {blob.get('command')!r} run; only {', '.join(STUDIES)} runs can be rerun")
     run = dict(blob["run"])
     run["quantiles"] = tuple(run["quantiles"])
     run["figure_samples"] = tuple(run["figure_samples"])
-    return GaussianStudy.from_json(blob["study"]), RunSettings(**run), blob
+    return STUDIES[blob["command"]].from_json(blob["study"]), RunSettings(**run), blob
 
 
-OUTPUT_FILES = ("summary.csv", "config.json", "check.csv", "report.md", "risk.png", "trajectories.png")
+OUTPUT_FILES = (
+    "summary.csv", "config.json", "check.csv", "report.md", "risk.png", "trajectories.png", "states.csv",
+    "chains.csv", "figure3.png", "collapse.png", "absorption.png",
+)
 
 
 def prepare_folder(folder, force: bool) -> Path:
@@ -237,9 +247,9 @@ def _report(study, settings, result, rows, figure_names) -> str:
     return "\n".join(lines)
 
 
-def rerun_gaussian(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
-    """Repeat the run in ``folder`` into ``out`` (default: ``folder`` + '-rerun') and say
-    whether its summary.csv is byte-identical to the original's."""
+def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
+    """Repeat the run in ``folder`` (Gaussian or discrete) into ``out`` (default: ``folder``
+    + '-rerun') and say whether its summary.csv is byte-identical to the original's."""
     study, settings, blob = load_config(folder)
     out = Path(out) if out is not None else Path(str(Path(folder).resolve()) + "-rerun")
     if out.resolve() == Path(folder).resolve():
@@ -248,6 +258,123 @@ def rerun_gaussian(folder, out=None, *, force: bool = False, figures: bool = Tru
     original_bytes = original.read_bytes() if original.is_file() else None
     if blob.get("x64") != bool(jax.config.jax_enable_x64):
         jax.config.update("jax_enable_x64", bool(blob.get("x64")))
-    paths, _ = run_gaussian(study, settings, out, force=force, figures=figures)
+    runner = run_discrete if isinstance(study, DiscreteStudy) else run_gaussian
+    paths, _ = runner(study, settings, out, force=force, figures=figures)
     identical = original_bytes is not None and original_bytes == paths["summary"].read_bytes()
     return out, identical
+
+
+rerun_gaussian = rerun  # the name of version 0.1
+
+
+DISCRETE_REQUIRED_COLUMNS = (
+    "generation", "samples", "support_mean", "support_se", "heterozygosity_mean", "heterozygosity_se",
+    "heterozygosity_exact", "absorbed_fraction",
+)
+
+
+def discrete_summary_rows(study: DiscreteStudy, result: SimulationResult) -> tuple[list[str], list[list[str]]]:
+    """summary.csv of a discrete run: per generation, every scalar metric's mean and
+    standard error and every scalar formula."""
+    generations = result.num_generations
+    columns: dict[str, np.ndarray | list] = {
+        "generation": np.arange(generations + 1),
+        "samples": [None] + [int(m) for m in study.sizes],
+    }
+    for metric in result.metric_names:
+        if metric.startswith("state_"):
+            continue
+        summary = result.summary(metric)
+        columns[f"{metric}_mean"] = summary["mean"]
+        columns[f"{metric}_se"] = summary["se"]
+    if "absorbed_mean" in columns:
+        columns["absorbed_fraction"] = columns["absorbed_mean"]
+    elif "extinct_mean" in columns:
+        columns["absorbed_fraction"] = columns["extinct_mean"]
+    for curve in theory_curves(study):
+        if curve.values.ndim == 1 and curve.column not in columns:
+            columns[curve.column] = curve.values
+    if study.kind != "poisson":
+        for name in DISCRETE_REQUIRED_COLUMNS:
+            columns.setdefault(name, [None] * (generations + 1))
+    header = list(columns)
+    return header, [[_number(columns[name][g]) for name in header] for g in range(generations + 1)]
+
+
+def _states_rows(study: DiscreteStudy, result: SimulationResult):
+    metrics = [m for m in result.metric_names if m.startswith("state_")]
+    curves = [c for c in theory_curves(study) if c.values.ndim == 2]
+    header = ["generation", "state", "p0"] + [f"{m}_{s}" for m in metrics for s in ("mean", "se")] + [c.column for c in curves]
+    summaries = {m: result.summary(m) for m in metrics}
+    rows = []
+    for g in range(result.num_generations + 1):
+        for state in range(study.states):
+            row = [str(g), str(state), _number(study.p0[state])]
+            for m in metrics:
+                row += [_number(summaries[m]["mean"][g, state]), _number(summaries[m]["se"][g, state])]
+            row += [_number(c.values[g, state]) for c in curves]
+            rows.append(row)
+    return header, rows
+
+
+def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: bool = False,
+                 figures: bool = True) -> tuple[dict[str, Path], list]:
+    """Run a discrete ``study`` and write its folder: config.json, summary.csv (per
+    generation), states.csv (per generation and state, K <= 64 by default), chains.csv
+    (each chain's absorption generation and state), check.csv, report.md and figures."""
+    folder = prepare_folder(folder, force)
+    paths = {"config": folder / "config.json"}
+    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+    result = simulate(
+        study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
+        record="summary", metrics=study.summary_metrics(), final_metrics=study.final_metrics(),
+        chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
+    )
+    rows = theory_table(study, result) + absorption_time_rows(study, result.final["absorption_generation"])
+    paths["check"] = folder / "check.csv"
+    _atomic_write(paths["check"], _csv_text(
+        ["generation", "state", "quantity", "formula", "kind", "monte_carlo", "standard_error", "formula_value", "z"],
+        [[str(r.generation), "" if r.state < 0 else str(r.state), r.quantity, r.formula, r.kind, _number(r.estimate),
+          _number(r.standard_error), _number(r.value), _number(r.z)] for r in rows],
+    ))
+    paths["chains"] = folder / "chains.csv"
+    final_names = list(result.final)
+    _atomic_write(paths["chains"], _csv_text(
+        ["chain"] + final_names,
+        [[str(i)] + [str(int(result.final[name][i])) for name in final_names] for i in range(result.num_chains)],
+    ))
+    if study.records_per_state:
+        paths["states"] = folder / "states.csv"
+        _atomic_write(paths["states"], _csv_text(*_states_rows(study, result)))
+    figure_names = []
+    if figures:
+        from .plots import write_discrete_figures
+
+        figure_names = write_discrete_figures(study, settings, result, folder)
+        paths.update({name: folder / name for name in figure_names})
+    paths["report"] = folder / "report.md"
+    _atomic_write(paths["report"], _discrete_report(study, settings, result, rows, figure_names))
+    header, table = discrete_summary_rows(study, result)
+    paths["summary"] = folder / "summary.csv"
+    _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
+    return paths, rows
+
+
+def _discrete_report(study, settings, result, rows, figure_names) -> str:
+    times = result.final["absorption_generation"]
+    lines = [
+        f"# jaxcollapse discrete study ({study.kind})", "",
+        f"- p0: {study.initial.describe()}",
+        f"- regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; smoothing: {study.smoothing:g}",
+        f"- {settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
+        f"- absorbed by generation {study.generations}: {np.mean(times >= 0):.4f} of the chains",
+        f"- compile {result.compile_seconds:.2f} s, run {result.run_seconds:.2f} s", "",
+        "## Theory against simulation", "", "```", format_check(rows).rstrip(), "```", "",
+    ]
+    disagreeing = [v for v in verdicts(rows) if not v.agrees]
+    if disagreeing:
+        lines += ["Formulas that the simulation contradicts: " + "; ".join(
+            f"{v.quantity} by {v.formula}" for v in disagreeing) + ". See docs/theory.md.", ""]
+    for name in figure_names:
+        lines += [f"![{name}]({name})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""Discrete chains: exact count samplers, both paths, every formula against Monte Carlo,
+bad input and the CLI end to end."""
+
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.extend.random import threefry_2x32
+from scipy import stats
+
+import jaxcollapse as jc
+from jaxcollapse import ConfigError
+from jaxcollapse._counts import binomial, multinomial
+from jaxcollapse._random import threefry_elementwise
+from jaxcollapse.check import absorption_time_rows, theory_table, verdicts
+from jaxcollapse.cli import main
+from jaxcollapse.discrete import discrete_study, parse_discrete_initial, state_index
+from conftest import assert_z
+
+
+def test_elementwise_threefry_matches_jax():
+    key = jnp.array([2024, 7], jnp.uint32)
+    counts = jnp.arange(64, dtype=jnp.uint32)
+    first, second = threefry_elementwise(key[0], key[1], counts[:32], counts[32:])
+    np.testing.assert_array_equal(np.concatenate([first, second]), np.asarray(threefry_2x32(key, counts)))
+
+
+@pytest.mark.parametrize("n, p", [(30, 0.3), (12, 0.97), (2000, 0.4), (500, 0.0), (7, 1.0)])
+def test_binomial_pmf(n, p):
+    """Every value's frequency against the binomial pmf (inversion and BTRS regimes)."""
+    draws = 200_000
+    sample = np.asarray(jax.jit(jax.vmap(lambda k: binomial(k, n, p)))(jax.random.split(jax.random.key(n), draws)))
+    assert np.all(sample == np.round(sample)) and sample.min() >= 0 and sample.max() <= n
+    values = np.arange(n + 1)
+    pmf = stats.binom.pmf(values, n, p)
+    frequencies = np.bincount(sample.astype(int), minlength=n + 1) / draws
+    keep = (pmf > 1e-4) & (pmf < 1)
+    assert np.all(frequencies[pmf == 1] == 1)
+    if keep.any():
+        assert_z(frequencies[keep], np.sqrt(pmf[keep] * (1 - pmf[keep]) / draws), pmf[keep],
+                 f"Binomial({n}, {p}) pmf")
+    assert np.all(frequencies[pmf == 0] == 0)
+
+
+def test_multinomial_counts():
+    weights = jnp.array([0.1, 0.0, 0.25, 0.05, 0.6])
+    draws = jax.jit(jax.vmap(lambda k: multinomial(k, 40.0, weights)))(jax.random.split(jax.random.key(3), 50_000))
+    draws = np.asarray(draws)
+    assert np.all(draws.sum(1) == 40) and np.all(draws[:, 1] == 0)
+    p = np.asarray(weights)
+    assert_z(draws.mean(0)[p > 0], np.sqrt(40 * p * (1 - p) / 50_000)[p > 0], 40 * p[p > 0], "multinomial means")
+    # unnormalised weights and large counts (BTRS at the top of the tree)
+    big = np.asarray(jax.jit(jax.vmap(lambda k: multinomial(k, 1e6, 3.0 * weights)))(jax.random.split(jax.random.key(4), 4000)))
+    assert np.all(big.sum(1) == 1e6)
+    assert_z(big.mean(0)[p > 0], np.sqrt(1e6 * p * (1 - p) / 4000)[p > 0], 1e6 * p[p > 0], "large multinomial")
+
+
+def _run(study, chains=4000, seed=0):
+    return jc.simulate(study.program(), num_chains=chains, num_generations=study.generations, seed=seed,
+                       metrics=study.summary_metrics(), final_metrics=study.final_metrics())
+
+
+def test_replace_chain_against_exact_theory():
+    """Heterozygosity (1 - 1/M)^n, E[p_n] = p0, loss at generation 1, the exact Markov
+    chain's support, absorption and per-state absorption, and the Suresh bound."""
+    study = discrete_study(samples=8, generations=25, states=3, init="probs:0.2,0.3,0.5")
+    result = _run(study)
+    found = {(v.quantity, v.formula): v for v in verdicts(theory_table(study, result))}
+    for needed in [("E[heterozygosity]", "exact (1 - 1/M)^n"), ("E[state_p]", "exact (martingale)"),
+                   ("E[state_alive]", "1 - (1 - p0)^M"), ("E[absorbed]", "exact Markov chain"),
+                   ("E[state_absorbed]", "exact Markov chain"), ("E[support]", "exact Markov chain")]:
+        assert found[needed].agrees and found[needed].compared > 0, found[needed]
+    assert all(v.agrees for v in found.values()), [v for v in found.values() if not v.agrees]
+
+
+def test_counts_path_matches_data_path():
+    """Same law on both paths, for the regime whose counts path resamples a pool and the mix."""
+    for regime in ("accumulate-subsample", "mix:0.6,0.2,0.2"):
+        means = {}
+        for path in ("counts", "data"):
+            study = discrete_study(samples=12, generations=6, states=4, init="probs:0.1,0.2,0.3,0.4",
+                                   regime=regime, path=path)
+            result = _run(study, chains=6000, seed=1 if path == "data" else 2)
+            means[path] = [result.summary(name) for name in ("heterozygosity", "support", "tv")]
+        for counts, data in zip(means["counts"], means["data"]):
+            assert_z(counts["mean"][1:] - data["mean"][1:], np.hypot(counts["se"][1:], data["se"][1:]), 0.0,
+                     f"{regime}: counts path against data path")
+
+
+def test_real_data_prevents_absorption():
+    """Fresh real data keeps every state alive (a delta is a passing event, not an absorbing
+    state); pure replacement absorbs."""
+    kept = _run(discrete_study(samples=20, generations=40, states=3, init="uniform", regime="fresh-real:0.2"))
+    lost = _run(discrete_study(samples=20, generations=40, states=3, init="uniform"))
+    assert kept.summary("absorbed")["mean"][-1] < 0.01 and kept.summary("support")["mean"][-1] > 2.8
+    assert lost.summary("absorbed")["mean"][-1] > 0.6
+
+
+def test_absorption_time_against_fundamental_matrix():
+    study = discrete_study(samples=6, generations=120, family="bernoulli", init="bernoulli:0.3")
+    result = _run(study, chains=3000)
+    times = result.final["absorption_generation"]
+    assert np.all(times >= 1)  # every chain absorbed; T >= 1 because p0 is not a delta
+    rows = absorption_time_rows(study, times)
+    exact = [row for row in rows if row.formula == "fundamental matrix"][0]
+    assert abs(exact.z) <= 5, exact
+    states = result.final["absorbed_state"]
+    assert set(np.unique(states)) <= {0.0, 1.0}
+    assert_z(np.mean(states == 1), np.sqrt(0.3 * 0.7 / times.size), 0.3, "P(absorbed in state 1) = p0[1]")
+
+
+def test_poisson_extinction_exact():
+    study = discrete_study(samples=20, generations=30, family="poisson", init="poisson:0.15")
+    found = {(v.quantity, v.formula): v for v in verdicts(theory_table(study, _run(study)))}
+    assert found[("E[extinct]", "exact (Galton-Watson)")].agrees
+    assert found[("E[rate]", "exact (martingale)")].agrees
+
+
+def test_metrics_of_a_known_histogram():
+    study = discrete_study(samples=4, generations=1, probs=[0.5, 0.25, 0.25], tail_threshold=0.3)
+    program = study.program()
+    values = program.metrics(program.initial_params._replace(probs=jnp.array([0.75, 0.25, 0.0])))
+    assert float(values["support"]) == 2 and float(values["lost_mass"]) == 0.25
+    assert float(values["tail_lost"]) == 0.25  # state 2 (p0 = 0.25 < 0.3) is gone
+    assert float(values["heterozygosity"]) == pytest.approx(1 - 0.75**2 - 0.25**2)
+    assert float(values["tv"]) == pytest.approx(0.25)
+    assert float(values["w1"]) == pytest.approx(0.25 + 0.25)  # |CDF difference| at states 0 and 1
+    assert float(values["kl"]) == pytest.approx(0.75 * np.log(1.5))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(probs=[0.5, -0.1, 0.6]), "non-negative"),
+    (dict(probs=[0.5, float("nan"), 0.5]), "finite"),
+    (dict(probs=[0.3, 0.3]), "sum to 1"),
+    (dict(probs=[]), "K >= 1"),
+    (dict(states=0), "states K"),
+    (dict(samples=0), "samples M"),
+    (dict(smoothing=-1.0), "smoothing"),
+    (dict(init="zipf:-1"), "Zipf exponent"),
+    (dict(regime="real-fraction:0.1", path="counts"), "needs path='data'"),
+    (dict(family="poisson", init="poisson:-2"), "rate"),
+    (dict(family="bernoulli", init="bernoulli:1.5"), "Bernoulli probability"),
+    (dict(init="nonsense"), "unknown init"),
+])
+def test_bad_input(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        discrete_study(**kwargs)
+
+
+def test_state_index_range():
+    study = discrete_study(samples=5, generations=2, states=4)
+    assert state_index(study, 3) == 3
+    with pytest.raises(ConfigError, match=r"\[0, 4\)"):
+        state_index(study, 4)
+
+
+def test_initial_distributions():
+    mixture = parse_discrete_initial("mixture", states=40)
+    probs, grid = np.asarray(mixture.probs), np.asarray(mixture.grid)
+    assert probs.sum() == pytest.approx(1.0) and abs(grid[np.argmax(probs)]) == pytest.approx(4.0, abs=0.3)
+    fat = np.asarray(parse_discrete_initial("fat-mixture", states=40).probs)
+    assert fat[0] > 100 * probs[0]  # the Student-t variant keeps far more mass in the outer bins
+    zipf = np.asarray(parse_discrete_initial("zipf:1", states=3).probs)
+    np.testing.assert_allclose(zipf, np.array([1, 1 / 2, 1 / 3]) / (11 / 6))
+
+
+def test_cli_discrete_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["discrete", "--chains", "300", "--generations", "8", "--samples", "6", "--states", "3",
+                 "--init", "probs:0.2,0.3,0.5", "--out", str(out), "--check", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Verdicts" in printed and "E[heterozygosity]" in printed
+    for name in ("summary.csv", "states.csv", "chains.csv", "check.csv", "report.md", "figure3.png",
+                 "collapse.png", "absorption.png", "config.json"):
+        assert (out / name).is_file(), name
+    with open(out / "summary.csv") as stream:
+        header = next(csv.reader(stream))
+    for column in ("generation", "samples", "support_mean", "support_se", "heterozygosity_mean",
+                   "heterozygosity_se", "heterozygosity_exact", "absorbed_fraction"):
+        assert column in header
+    with open(out / "chains.csv") as stream:
+        assert sum(1 for _ in stream) == 301
+    assert main(["rerun", str(out), "--out", str(tmp_path / "again"), "--no-figures"]) == 0
+    assert main(["discrete", "--samples", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "samples M must be an integer >= 1" in capsys.readouterr().err
