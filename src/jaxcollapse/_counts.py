@@ -13,10 +13,11 @@ finishes, and both of their algorithms are evaluated for every lane. Here:
   of BTRS is written with ``log1p`` of exact integer differences and Stirling tails, so
   it keeps its precision in float32 (a direct difference of log-gamma values of size
   n log n would not).
-* **multinomial(n, p)** over K states draws K - 1 conditional binomials on a balanced
-  binary tree over the states (left subtree count ~ Binomial(parent count,
-  p_left / (p_left + p_right))): O(K) work in ceil(log2 K) vectorised levels, memory
-  independent of n, and p need not be normalised.
+* **multinomial(n, p)** over K states draws K - 1 conditional binomials on a binary tree
+  over the states (left subtree count ~ Binomial(parent count, p_left / (p_left +
+  p_right))): O(K) work in ceil(log2 K) vectorised levels, memory independent of n, and
+  p need not be normalised. When n is known to stay at most K, n inverse-CDF draws and a
+  histogram cost less (O(n log K + K)) and are used instead.
 
 Counts are float arrays (exact integers below 2**24 in float32).
 
@@ -30,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +41,9 @@ from ._random import threefry_elementwise, uniforms_from_words
 __all__ = ["binomial", "multinomial", "INVERSION_MEAN"]
 
 INVERSION_MEAN = 10.0  # BTRS needs n p >= 10 (Hormann 1993); inversion below costs ~n p steps
-_UNROLL = 8  # inversion search steps per loop trip
-_UNROLL_ATTEMPTS = 1  # BTRS attempts per loop trip (each copy costs ~0.5 s of compile time)
+_UNROLL = 16  # inversion search steps per loop trip
+_ATTEMPTS_PER_TRIP = 1  # BTRS attempts per loop trip
+DRAWS_PER_STATE = 1.0  # multinomials of at most this many draws per state are drawn point by point
 
 # ln k! - [(k + 1/2) ln(k + 1) - (k + 1) + ln(2 pi) / 2] for k < 10, from math.lgamma in float64
 _STIRLING_TAIL_TABLE = tuple(
@@ -69,73 +72,103 @@ def _uniform_pair(source, salt):
 
 
 def _inversion(uniforms, n, q):
-    """Smallest k with F(k) >= u for Binomial(n, q), searched from k = 0.
+    """Smallest k with F(k) >= u for Binomial(n, q), searched upwards from k = 0.
 
-    Each trip of the loop takes ``_UNROLL`` search steps for the whole batch in one fused
-    pass (a loop of single steps would be bound by memory traffic, not arithmetic)."""
+    Every element still searching at step j sits at k = j, so the pmf recurrence
+    f(j + 1) = f(j) (n - j) / (j + 1) q / (1 - q) needs no per-element counter and no
+    per-element division. Each trip of the loop takes ``_UNROLL`` steps for the whole batch
+    in one fused pass. An element whose pmf reaches 0 (j = n, or float underflow past the
+    mode while u lies above the float32 sum of the pmf: probability ~1e-7) stops there.
+    """
     ratio = q / (1.0 - q)
-    pmf0 = jnp.exp(n * jnp.log1p(-q))
+    pmf = jnp.exp(n * jnp.log1p(-q))
+    found = jnp.where(uniforms <= pmf, 0.0, -1.0)
 
-    def active(state):
-        k, pmf, cdf = state
-        return (cdf < uniforms) & (k < n) & (pmf > 0)
+    def searching(state):
+        _, found, pmf, _ = state
+        return (found < 0) & (pmf > 0)
 
     def steps(state):
-        for _ in range(_UNROLL):
-            k, pmf, cdf = state
-            moving = active(state)
-            next_pmf = pmf * (n - k) / (k + 1.0) * ratio
-            state = (jnp.where(moving, k + 1.0, k), jnp.where(moving, next_pmf, pmf),
-                     jnp.where(moving, cdf + next_pmf, cdf))
-        return state
+        j, found, pmf, cdf = state
+        for offset in range(_UNROLL):
+            step = (j + offset).astype(n.dtype)
+            pmf = pmf * ((n - step) * ratio) * (1.0 / (step + 1.0))
+            cdf = cdf + pmf
+            found = jnp.where((found < 0) & (uniforms <= cdf), step + 1.0, found)
+        return j + _UNROLL, found, pmf, cdf
 
-    start = (jnp.zeros_like(n), pmf0, pmf0)
-    return jax.lax.while_loop(lambda s: jnp.any(active(s)), steps, start)[0]
+    j, found, pmf, _ = jax.lax.while_loop(lambda s: jnp.any(searching(s)), steps, (jnp.int32(0), found, pmf, pmf))
+    return jnp.where(found < 0, jnp.minimum(j.astype(n.dtype), n), found)
 
 
-def _btrs_attempt(source, salt, n, q):
-    """One BTRS attempt for every element: (accepted, candidate)."""
-    u, v = _uniform_pair(source, salt)
+class _BtrsSetup(NamedTuple):
+    """Per-element constants of BTRS, computed once for all attempts."""
+
+    n: jax.Array
+    q: jax.Array
+    b: jax.Array
+    a: jax.Array
+    centre: jax.Array  # n q + 1/2
+    quick_bound: jax.Array  # v_r
+    alpha_spq: jax.Array
+    mode: jax.Array
+    scaled: jax.Array  # q (n + 2)
+    mode_terms: jax.Array  # the k-independent part of ln f(k) / f(mode)
+
+
+def _btrs_setup(n, q):
     p = 1.0 - q
     spq = jnp.sqrt(n * q * p)
     b = 1.15 + 2.53 * spq
-    a = -0.0873 + 0.0248 * b + 0.01 * q
+    mode = jnp.floor((n + 1.0) * q)
+    scaled = q * (n + 2.0)  # its rounding cancels between the first and third terms of the bound
+    mode_terms = ((mode + 0.5) * jnp.log1p((mode + 1.0 - scaled) / (q * (n - mode + 1.0)))
+                  + _stirling_tail(mode) + _stirling_tail(n - mode))
+    return _BtrsSetup(n, q, b, -0.0873 + 0.0248 * b + 0.01 * q, n * q + 0.5, 0.92 - 4.2 / b,
+                      (2.83 + 5.1 / b) * spq, mode, scaled, mode_terms)
+
+
+def _btrs_attempt(source, salt, setup: _BtrsSetup):
+    """One BTRS attempt for every element: (accepted, candidate)."""
+    n, q, b, a, centre, quick_bound, alpha_spq, mode, scaled, mode_terms = setup
+    u, v = _uniform_pair(source, salt)
     u = u - 0.5
     us = 0.5 - jnp.abs(u)
-    k = jnp.floor((2.0 * a / us + b) * u + n * q + 0.5)
-    quick = (us >= 0.07) & (v <= 0.92 - 4.2 / b)
+    k = jnp.floor((2.0 * a / us + b) * u + centre)
+    quick = (us >= 0.07) & (v <= quick_bound)
     inside = (k >= 0) & (k <= n)
     k = jnp.clip(k, 0.0, n)
-    log_v = jnp.log(v * (2.83 + 5.1 / b) * spq / (a / (us * us) + b))
-    mode = jnp.floor((n + 1.0) * q)
-    scaled = q * (n + 2.0)  # its rounding cancels between the first and third terms
+    log_v = jnp.log(v * alpha_spq / (a / (us * us) + b))
     # ln f(k) / f(mode) for the Binomial(n, q) pmf f, as a sum of O(1) terms
-    bound = ((mode + 0.5) * jnp.log1p((mode + 1.0 - scaled) / (q * (n - mode + 1.0)))
+    bound = (mode_terms
              + (n + 1.0) * jnp.log1p((k - mode) / (n - k + 1.0))
-             + (k + 0.5) * jnp.log1p((scaled - k - 1.0) / (p * (k + 1.0)))
-             + _stirling_tail(mode) + _stirling_tail(n - mode) - _stirling_tail(k) - _stirling_tail(n - k))
+             + (k + 0.5) * jnp.log1p((scaled - k - 1.0) / ((1.0 - q) * (k + 1.0)))
+             - _stirling_tail(k) - _stirling_tail(n - k))
     return quick | (inside & (log_v <= bound)), k
 
 
 def _btrs(source, n, q, needed):
     """Hormann's BTRS for n q >= 10, q <= 1/2, where ``needed``; other elements get 0.
 
-    Attempts run for the whole batch in one fused pass per trip; an attempt is accepted
-    with probability ~0.9, so a batch of 1e6 elements needs about six trips. (Gathering the rejected elements into a buffer, as the gamma sampler
-    does, costs more here than the attempts it saves: an attempt is a few ns.)"""
-    n = jnp.where(needed, n, 100.0)  # harmless parameters where the value is not wanted
-    q = jnp.where(needed, q, 0.5)
+    An attempt is accepted with probability 0.78 (n q (1 - q) ~ 25) to ~0.9 (large n q).
+    Each trip of the loop makes ``_ATTEMPTS_PER_TRIP`` attempts for the whole batch in one
+    fused pass, so a batch of 1e5 elements needs about three trips: on CPU a trip's fixed
+    cost, not its arithmetic, dominates batches of this size. (Gathering the rejected
+    elements into a small buffer, as the gamma sampler does, costs more than it saves.)
+    """
+    setup = _btrs_setup(jnp.where(needed, n, 100.0), jnp.where(needed, q, 0.5))  # harmless where unused
 
+    # one loop-carried array, -1 while pending: carrying a separate "done" mask makes XLA
+    # compute each attempt once per consumer (measured: 3x slower)
     def attempts(state):
-        salt, done, value = state
-        for offset in range(_UNROLL_ATTEMPTS):
-            ok, candidate = _btrs_attempt(source, salt + offset, n, q)
-            value = jnp.where(~done & ok, candidate, value)
-            done = done | ok
-        return salt + _UNROLL_ATTEMPTS, done, value
+        salt, value = state
+        for offset in range(_ATTEMPTS_PER_TRIP):
+            ok, candidate = _btrs_attempt(source, salt + offset, setup)
+            value = jnp.where((value < 0) & ok, candidate, value)
+        return salt + _ATTEMPTS_PER_TRIP, value
 
-    start = (jnp.uint32(1), ~needed, jnp.zeros_like(n))
-    return jax.lax.while_loop(lambda s: jnp.any(~s[1]), attempts, start)[2]
+    start = (jnp.uint32(1), jnp.where(needed, -1.0, 0.0).astype(n.dtype))
+    return jax.lax.while_loop(lambda state: jnp.any(state[1] < 0), attempts, start)[1]
 
 
 def _binomial_core(source, n, p):
@@ -197,8 +230,56 @@ def binomial(key, n, p):
     return _binomial(jax.random.key_data(key), n, p)
 
 
-def multinomial(key, n, p):
+def _pairs(values, nodes):
+    """(..., nodes, 2): ``values`` (last axis) padded with zeros to 2 * nodes, in pairs."""
+    padding = 2 * nodes - values.shape[-1]
+    padded = jnp.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, padding)])
+    return padded.reshape(values.shape[:-1] + (nodes, 2))
+
+
+def _tree_multinomial(key, n, p):
+    """K - 1 conditional binomials on a binary tree whose level sizes halve (rounding up)
+    from the K leaves: a node with a single child passes its count on."""
+    widths = [p.shape[-1]]
+    while widths[-1] > 1:
+        widths.append(-(-widths[-1] // 2))
+    weights = [p]  # subtree weights, leaves up
+    for nodes in widths[1:]:
+        weights.append(_pairs(weights[-1], nodes).sum(-1))
+    counts = n[..., None]
+    for level in range(len(widths) - 1, 0, -1):
+        children = _pairs(weights[level - 1], widths[level])
+        left, total = children[..., 0], children.sum(-1)
+        ratio = jnp.where(total > 0, left / jnp.where(total > 0, total, 1.0), 0.0)
+        left_counts = binomial(jax.random.fold_in(key, level), counts, ratio)
+        counts = jnp.stack([left_counts, counts - left_counts], axis=-1)
+        counts = counts.reshape(counts.shape[:-2] + (-1,))[..., : widths[level - 1]]
+    return counts
+
+
+def _draws_multinomial(key, n, p, max_count: int):
+    """Histogram of ``n`` <= ``max_count`` categorical draws by inverse CDF: O(max_count
+    log K + K), the cheaper way when max_count is at most about K."""
+    cdf = jnp.cumsum(p, axis=-1)
+    uniforms = jax.random.uniform(key, p.shape[:-1] + (max_count,), p.dtype) * cdf[..., -1:]
+    states = p.shape[-1]
+
+    def histogram(cdf, uniforms, n):
+        index = jnp.minimum(jnp.searchsorted(cdf, uniforms, side="right"), states - 1)
+        used = (jnp.arange(max_count) < n).astype(p.dtype)
+        return jnp.zeros(states, p.dtype).at[index].add(used)
+
+    batch = p.shape[:-1]
+    flat = jax.vmap(histogram)(cdf.reshape(-1, states), uniforms.reshape(-1, max_count), jnp.broadcast_to(n, batch).reshape(-1))
+    return flat.reshape(batch + (states,))
+
+
+def multinomial(key, n, p, max_count: int | None = None):
     """Counts of ``n`` draws over the K states of the (unnormalised) weights ``p`` (last axis).
+
+    With ``max_count`` (a static bound on n) at most K, the draws are made one by one by
+    inverse CDF (O(max_count log K + K), memory O(K)); otherwise by K - 1 conditional
+    binomials on a tree (O(K), memory independent of n). Both are exact.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -207,19 +288,7 @@ def multinomial(key, n, p):
     """
     dtype = jnp.result_type(float)
     p = jnp.asarray(p, dtype)
-    states = p.shape[-1]
-    levels = max(1, math.ceil(math.log2(states)))
-    padded = jnp.pad(p, [(0, 0)] * (p.ndim - 1) + [(0, 2**levels - states)])
-    # subtree weights, leaves up: sums[l] holds the 2**l subtrees of depth l
-    sums = [padded]
-    for _ in range(levels):
-        sums.append(sums[-1][..., 0::2] + sums[-1][..., 1::2])
-    sums.reverse()
-    counts = jnp.asarray(n, dtype)[..., None]
-    for level in range(levels):
-        left, right = sums[level + 1][..., 0::2], sums[level + 1][..., 1::2]
-        total = left + right
-        ratio = jnp.where(total > 0, left / jnp.where(total > 0, total, 1.0), 0.0)
-        left_counts = binomial(jax.random.fold_in(key, level), counts, ratio)
-        counts = jnp.stack([left_counts, counts - left_counts], axis=-1).reshape(p.shape[:-1] + (-1,))
-    return counts[..., :states]
+    n = jnp.asarray(n, dtype)
+    if max_count is not None and max_count <= DRAWS_PER_STATE * p.shape[-1]:
+        return _draws_multinomial(key, n, p, int(max_count))
+    return _tree_multinomial(key, n, p)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from ._counts import multinomial
+from ._counts import multinomial as _multinomial
 from ._random import key_from_words
 from ._validation import ConfigError, require_choice, require_finite, require_int, require_positive
 from .engine import ChainProgram
@@ -416,6 +416,11 @@ class DiscreteStudy:
             return generation, ((zero, zero) if regime == "accumulate" else ())
 
         alpha, beta, gamma = policy.mixing
+        bound = int(np.max(self.sizes)) if self.generations else 1
+
+        def multinomial(key, n, weights):  # n <= max M_n: small samples draw point by point
+            return _multinomial(key, n, weights, max_count=bound)
+
         keeps_counts = regime in ("accumulate", "accumulate-subsample", "mix")
         # At most two multinomials per generation, outside any branch: each one is a tree of
         # rejection loops that costs about a second of compile time per level.
