@@ -199,19 +199,30 @@ def _element_index(shape):
 
 
 @jax.custom_batching.custom_vmap
-def _binomial(key_words, n, p):
-    return _binomial_core((key_words[0], key_words[1], _element_index(n.shape)), n, p)
+def _binomial(key_words, offset, n, p):
+    return _binomial_core((key_words[0], key_words[1], _element_index(n.shape) + offset), n, p)
 
 
 @_binomial.def_vmap
-def _binomial_batched(axis_size, in_batched, key_words, n, p):
+def _binomial_batched(axis_size, in_batched, key_words, offset, n, p):
     def lanes_of(value, batched):
         return value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
 
-    key_words, n, p = (lanes_of(v, b) for v, b in zip((key_words, n, p), in_batched))
+    key_words, n, p = (lanes_of(v, b) for v, b in zip((key_words, n, p), (in_batched[0], *in_batched[2:])))
+    if in_batched[1]:
+        raise NotImplementedError("the element offset of a binomial batch must be the same for every lane")
     per_chain = (axis_size,) + (1,) * (n.ndim - 1)
-    source = (key_words[:, 0].reshape(per_chain), key_words[:, 1].reshape(per_chain), _element_index(n.shape[1:]))
+    source = (key_words[:, 0].reshape(per_chain), key_words[:, 1].reshape(per_chain),
+              _element_index(n.shape[1:]) + offset)
     return _binomial_core(source, n, p), True
+
+
+def _binomial_words(key_words, n, p, offset: int = 0):
+    """Binomial(n, p) from a key's two words; element e draws from the counter e + offset,
+    so calls with disjoint offset ranges are independent."""
+    dtype = jnp.result_type(float)
+    n, p = jnp.broadcast_arrays(jnp.asarray(n, dtype), jnp.asarray(p, dtype))
+    return _binomial(key_words, jnp.uint32(offset), n, p)
 
 
 def binomial(key, n, p):
@@ -225,9 +236,7 @@ def binomial(key, n, p):
         >>> float(binomial(jax.random.key(1), 50, 0.0))
         0.0
     """
-    dtype = jnp.result_type(float)
-    n, p = jnp.broadcast_arrays(jnp.asarray(n, dtype), jnp.asarray(p, dtype))
-    return _binomial(jax.random.key_data(key), n, p)
+    return _binomial_words(jax.random.key_data(key), n, p)
 
 
 def _pairs(values, nodes):
@@ -247,11 +256,14 @@ def _tree_multinomial(key, n, p):
     for nodes in widths[1:]:
         weights.append(_pairs(weights[-1], nodes).sum(-1))
     counts = n[..., None]
+    key_words = jax.random.key_data(key)
+    offset = 0  # every node of the tree draws from its own counters
     for level in range(len(widths) - 1, 0, -1):
         children = _pairs(weights[level - 1], widths[level])
         left, total = children[..., 0], children.sum(-1)
         ratio = jnp.where(total > 0, left / jnp.where(total > 0, total, 1.0), 0.0)
-        left_counts = binomial(jax.random.fold_in(key, level), counts, ratio)
+        left_counts = _binomial_words(key_words, counts, ratio, offset)
+        offset += widths[level]
         counts = jnp.stack([left_counts, counts - left_counts], axis=-1)
         counts = counts.reshape(counts.shape[:-2] + (-1,))[..., : widths[level - 1]]
     return counts
@@ -261,7 +273,10 @@ def _draws_multinomial(key, n, p, max_count: int):
     """Histogram of ``n`` <= ``max_count`` categorical draws by inverse CDF: O(max_count
     log K + K), the cheaper way when max_count is at most about K."""
     cdf = jnp.cumsum(p, axis=-1)
-    uniforms = jax.random.uniform(key, p.shape[:-1] + (max_count,), p.dtype) * cdf[..., -1:]
+    key_words = jax.random.key_data(key)
+    words = threefry_elementwise(key_words[..., 0:1], key_words[..., 1:2], jnp.uint32(0),
+                                 jnp.arange(max_count, dtype=jnp.uint32))[0]
+    uniforms = uniforms_from_words(words, p.dtype) * cdf[..., -1:]
     states = p.shape[-1]
 
     def histogram(cdf, uniforms, n):

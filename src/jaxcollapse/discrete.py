@@ -358,13 +358,15 @@ class DiscreteStudy:
         else:
             build_first, build_later, initial_state = self._data_program(p0, sizes_np)
 
-            def generation(key, n, state, probs, m):
-                return jax.lax.cond(n == 0, build_first, build_later, key, state, probs, m)
+            def generation(keys, n, state, probs, m):
+                return jax.lax.cond(n == 0, build_first, build_later, keys, state, probs, m)
 
         def step(words, carry, n):
             params, state = carry
-            key = key_from_words(words[:2])
-            counts, state = generation(key, n, state, params.probs, sizes[n])
+            # two keys straight from the engine's words: per-chain key splitting under vmap
+            # costs more on CPU than the flat hash that made the words
+            keys = (key_from_words(words[:2]), key_from_words(words[2:4]))
+            counts, state = generation(keys, n, state, params.probs, sizes[n])
             probs = fit_counts(counts)
             newly = (params.absorbed_at < 0) & _absorbed(kind, probs)
             return DiscreteParams(probs, jnp.where(newly, n + 1, params.absorbed_at).astype(jnp.int32)), state
@@ -386,7 +388,7 @@ class DiscreteStudy:
             bytes_per_chain = 4 * (8 * rows + 2 * self.policy.pool_rows(sizes_np)) + 4 * 12 * states
         return ChainProgram(
             initial_params=initial_params, initial_state=initial_state, step=step, metrics=metrics,
-            bytes_per_chain=int(bytes_per_chain), metric_names=self.metric_names(), words_per_step=2,
+            bytes_per_chain=int(bytes_per_chain), metric_names=self.metric_names(), words_per_step=4,
         )
 
     def _counts_program(self, p0, sizes):
@@ -399,7 +401,8 @@ class DiscreteStudy:
             def draw(key, rate, m):
                 return jax.random.poisson(key, m * rate).astype(p0.dtype)
 
-            def generation(key, n, state, rate, m):
+            def generation(keys, n, state, rate, m):
+                key, real_key = keys
                 first = n == 0
                 rate = jnp.where(first, p0[0], rate[0])
                 if regime == "replace":
@@ -409,8 +412,7 @@ class DiscreteStudy:
                     pooled = (jnp.where(first, 0.0, state[0]) + total, jnp.where(first, 0.0, state[1]) + m)
                     return pooled, pooled
                 real = jnp.where(first, m, jnp.round(policy.fraction * m))
-                model_key, real_key = jax.random.split(key)
-                return (draw(model_key, rate, m - real) + draw(real_key, p0[0], real), m), state
+                return (draw(key, rate, m - real) + draw(real_key, p0[0], real), m), state
 
             zero = jnp.zeros((), p0.dtype)
             return generation, ((zero, zero) if regime == "accumulate" else ())
@@ -425,9 +427,9 @@ class DiscreteStudy:
         # At most two multinomials per generation, outside any branch: each one is a tree of
         # rejection loops that costs about a second of compile time per level.
 
-        def generation(key, n, state, probs, m):
+        def generation(keys, n, state, probs, m):
             first = n == 0
-            model_key, second_key = jax.random.split(key)
+            model_key, second_key = keys
             model_size = m
             if regime == "fresh-real":
                 model_size = jnp.where(first, m, m - jnp.round(policy.fraction * m))
@@ -472,13 +474,13 @@ class DiscreteStudy:
         def sample_real(key, count):
             return sample(key, p0, count)
 
-        def first(key, state, probs, m):
-            sample_key, policy_key = jax.random.split(key)
+        def first(keys, state, probs, m):
+            sample_key, policy_key = keys
             data, weights, state = policy.init(policy_key, sample_real(sample_key, rows), m.astype(jnp.int32))
             return histogram(data, weights), state
 
-        def later(key, state, probs, m):
-            sample_key, policy_key = jax.random.split(key)
+        def later(keys, state, probs, m):
+            sample_key, policy_key = keys
             model = sample(sample_key, probs, rows)
             data, weights, state = policy.step(policy_key, state, model, m.astype(jnp.int32), sample_real)
             return histogram(data, weights), state
