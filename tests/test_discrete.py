@@ -186,3 +186,13 @@ def test_cli_discrete_end_to_end(tmp_path, capsys):
     assert main(["rerun", str(out), "--out", str(tmp_path / "again"), "--no-figures"]) == 0
     assert main(["discrete", "--samples", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "samples M must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_rare_states_of_the_figure3_mixture():
+    """States with p0 ~ 1e-10 that no chain ever keeps are judged with the exact variance
+    of p_n (a sample standard error of 0 would fail them); mean p_n = p0 still holds."""
+    study = discrete_study(samples=30, generations=8, states=20, init="mixture")
+    found = {(v.quantity, v.formula): v for v in verdicts(theory_table(study, _run(study, chains=2000)))}
+    assert found[("E[state_p]", "exact (martingale)")].agrees
+    assert found[("E[heterozygosity]", "exact (1 - 1/M)^n")].agrees
+    assert found[("E[state_p]", "exact (martingale)")].compared == 8 * 20

@@ -8,6 +8,7 @@ Example:
 """
 
 from ._validation import ConfigError
+from .discrete import DiscreteStudy, discrete_study
 from .engine import ChainProgram, SimulationResult, simulate
 from .families import Family, GaussianParams, SufficientStatistics, gaussian
 from .initial import (
@@ -22,6 +23,6 @@ __all__ = [
     "SufficientStatistics", "gaussian", "InitialDistribution", "laplace_initial", "mixture_initial",
     "normal_initial", "numpyro_initial", "student_t_initial", "DataPolicy", "parse_policy", "Schedule",
     "constant", "explicit", "geometric", "linear", "parse_schedule", "power", "GaussianStudy",
-    "gaussian_study",
+    "gaussian_study", "DiscreteStudy", "discrete_study",
 ]
 __version__ = "0.1.0"

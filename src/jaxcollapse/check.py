@@ -69,6 +69,9 @@ class Curve(NamedTuple):
     # for an exact variance: the fourth central moment, which gives the exact standard
     # error of a sample variance (see theory_table)
     central4: np.ndarray | None = None
+    # for an exact mean: the metric's exact variance across chains, which gives the exact
+    # standard error of the Monte Carlo mean
+    variance: np.ndarray | None = None
 
 
 def theory_curves(study) -> list[Curve]:
@@ -132,8 +135,8 @@ def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
     curves = []
     constant = bool(np.all(sizes == sizes[0]))
 
-    def add(quantity, formula, kind, column, values):
-        curves.append(Curve(quantity, formula, kind, column, np.asarray(values, np.float64)))
+    def add(quantity, formula, kind, column, values, variance=None):
+        curves.append(Curve(quantity, formula, kind, column, np.asarray(values, np.float64), variance=variance))
 
     def at_first_generation(value):
         values = np.full((generations + 1,) + np.shape(value), np.nan)
@@ -157,7 +160,12 @@ def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
         return curves  # smoothing is a deliberate approximation error: no closed form here
     p0 = study.p0
     live = p0[p0 > 0]
-    add("E[state_p]", "exact (martingale)", "exact", "p_exact", np.broadcast_to(p0, (generations + 1, len(p0))))
+    spread = None
+    if regime == "replace":
+        # Var p_n[i] = p0 (1 - p0) (1 - prod_{j<n} (1 - 1/M_j)), from the heterozygosity recursion
+        drift = 1.0 - np.concatenate([[1.0], np.cumprod(1.0 - 1.0 / sizes)])
+        spread = drift[:, None] * (p0 * (1.0 - p0))[None, :]
+    add("E[state_p]", "exact (martingale)", "exact", "p_exact", np.broadcast_to(p0, (generations + 1, len(p0))), spread)
     alive_first = 1.0 - discrete_theory.loss_probability_first_generation(p0, int(sizes[0]))
     add("E[state_alive]", "1 - (1 - p0)^M", "exact", "alive_first_exact", at_first_generation(alive_first))
     add("E[support]", "sum 1 - (1 - p0)^M", "exact", "support_first_exact",
@@ -228,9 +236,17 @@ def theory_table(study, result: SimulationResult) -> list[TheoryRow]:
         curve.quantity: theory.sample_variance_standard_error(curve.values, curve.central4, result.num_chains)
         for curve in curves if curve.central4 is not None
     }
-    for quantity, formula, kind, _, values, _ in curves:
+    for quantity, formula, kind, _, values, _, variance in curves:
         estimate, error = _estimate(result, quantity)
         error = exact_variance_error.get(quantity, error)
+        if variance is not None:
+            error = np.sqrt(variance / result.num_chains)
+        elif quantity == "E[state_p]":
+            # no exact variance outside the replace regime; a sample standard error of 0
+            # (no chain kept a rare state) understates the truth, and p in [0, 1] bounds
+            # Var p by E p (1 - E p)
+            bound = np.sqrt(values * (1.0 - values) / result.num_chains)
+            error = np.where(error > 0, error, bound)
         if quantity[2:-1] in INDICATOR_METRICS:
             # the mean of a 0/1 metric is a binomial proportion: the formula's value gives its
             # exact standard error, which stays meaningful when no chain (or every chain) hit

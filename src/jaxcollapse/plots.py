@@ -134,7 +134,7 @@ def plot_resampled_histogram(study, seed: int = 0):
     counts = np.random.default_rng(seed).multinomial(m, p0)
     grid = np.asarray(study.initial.grid)
     width = float(np.min(np.diff(grid))) if len(grid) > 1 else 1.0
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True, sharey=True)
     for ax, values, title in ((axes[0], m * p0, "p0 (expected counts of M draws)"),
                               (axes[1], counts.astype(float), f"after resampling M = {m} draws")):
         ax.bar(grid, np.where(values > 0, values, np.nan), width=width, color="C0")
