@@ -27,7 +27,6 @@ import numpy as np
 from .engine import SimulationResult
 from .families.gaussian import ESTIMATORS
 from .discrete import DiscreteStudy
-from .study import GaussianStudy
 from .theory import discrete as discrete_theory
 from .theory import gaussian as theory
 
