@@ -196,3 +196,15 @@ def test_rare_states_of_the_figure3_mixture():
     assert found[("E[state_p]", "exact (martingale)")].agrees
     assert found[("E[heterozygosity]", "exact (1 - 1/M)^n")].agrees
     assert found[("E[state_p]", "exact (martingale)")].compared == 8 * 20
+
+
+def test_poisson_data_path_and_smoothing():
+    """The Poisson chain's data path (M Poisson draws) gives the exact extinction law too;
+    additive smoothing keeps every state alive, so the chain never absorbs."""
+    study = discrete_study(samples=15, generations=12, family="poisson", init="poisson:0.2", path="data")
+    found = {(v.quantity, v.formula): v for v in verdicts(theory_table(study, _run(study, chains=3000)))}
+    assert found[("E[extinct]", "exact (Galton-Watson)")].agrees
+    smoothed = _run(discrete_study(samples=6, generations=30, states=3, init="probs:0.2,0.3,0.5", smoothing=0.5))
+    assert np.all(smoothed.summary("support")["mean"] == 3.0)
+    assert np.all(smoothed.summary("absorbed")["mean"] == 0.0)
+    assert np.all(smoothed.final["absorption_generation"] == -1)
