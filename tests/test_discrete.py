@@ -27,7 +27,7 @@ def test_elementwise_threefry_matches_jax():
     np.testing.assert_array_equal(np.concatenate([first, second]), np.asarray(threefry_2x32(key, counts)))
 
 
-@pytest.mark.parametrize("n, p", [(30, 0.3), (12, 0.97), (2000, 0.4), (500, 0.0), (7, 1.0)])
+@pytest.mark.parametrize("n, p", [(30, 0.3), (60, 0.3), (12, 0.97), (2000, 0.4), (500, 0.0), (7, 1.0)])
 def test_binomial_pmf(n, p):
     """Every value's frequency against the binomial pmf (inversion and BTRS regimes)."""
     draws = 200_000

@@ -5,7 +5,7 @@ than numpy on CPU: under ``vmap`` their rejection loops run every lane until the
 finishes, and both of their algorithms are evaluated for every lane. Here:
 
 * **binomial(n, p)** uses inversion (a sequential search from k = 0) where n min(p, 1 - p)
-  < 10 and Hormann's BTRS transformed rejection (Hormann 1993, "The generation of
+  < 20 and Hormann's BTRS transformed rejection (Hormann 1993, "The generation of
   binomial random variates") elsewhere. The function works on whole arrays: its loops
   and branch choices look at every element of the batch at once (a ``custom_vmap`` rule
   makes ``vmap`` over chains call it on the batched arrays), so a branch that no element
@@ -40,7 +40,10 @@ from ._random import threefry_elementwise, uniforms_from_words
 
 __all__ = ["binomial", "multinomial", "INVERSION_MEAN"]
 
-INVERSION_MEAN = 10.0  # BTRS needs n p >= 10 (Hormann 1993); inversion below costs ~n p steps
+# BTRS needs n p >= 10 (Hormann 1993); below 20 inversion (~n p cheap steps) beats BTRS,
+# whose acceptance falls to ~0.78 at small n p (1 - p) (measured: 1.12x against 1.00x numpy
+# at K = 10, M = 100)
+INVERSION_MEAN = 20.0
 _UNROLL = 16  # inversion search steps per loop trip
 _ATTEMPTS_PER_TRIP = 1  # BTRS attempts per loop trip
 DRAWS_PER_STATE = 1.0  # multinomials of at most this many draws per state are drawn point by point
@@ -148,7 +151,7 @@ def _btrs_attempt(source, salt, setup: _BtrsSetup):
 
 
 def _btrs(source, n, q, needed):
-    """Hormann's BTRS for n q >= 10, q <= 1/2, where ``needed``; other elements get 0.
+    """Hormann's BTRS for n q >= INVERSION_MEAN (>= 10), q <= 1/2, where ``needed``; other elements get 0.
 
     An attempt is accepted with probability 0.78 (n q (1 - q) ~ 25) to ~0.9 (large n q).
     Each trip of the loop makes ``_ATTEMPTS_PER_TRIP`` attempts for the whole batch in one
