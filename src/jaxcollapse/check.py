@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -126,11 +127,16 @@ EXACT_SOLVER_STATES = 20_000  # count vectors the exact forward propagation may 
 
 
 def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
-    """Formulas for a discrete chain (see docs/theory.md, "Discrete chains")."""
+    """Formulas for a discrete chain (see docs/discrete.md)."""
+    return list(_discrete_theory_curves(study))
+
+
+@functools.lru_cache(maxsize=8)  # a run asks for them four times; the exact solver can take a second
+def _discrete_theory_curves(study: DiscreteStudy) -> tuple[Curve, ...]:
     sizes = study.sizes
     generations = study.generations
     if not generations:
-        return []
+        return ()
     curves = []
     constant = bool(np.all(sizes == sizes[0]))
 
@@ -154,9 +160,9 @@ def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
                 with np.errstate(divide="ignore"):
                     bound = np.exp(-sizes[0] * rate / g)
                 add("E[extinct]", "Suresh et al. form", "upper bound", "extinct_suresh_bound", bound)
-        return curves
+        return tuple(curves)
     if study.smoothing:
-        return curves  # smoothing is a deliberate approximation error: no closed form here
+        return tuple(curves)  # smoothing is a deliberate approximation error: no closed form here
     p0 = study.p0
     live = p0[p0 > 0]
     spread = None
@@ -170,7 +176,7 @@ def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
     add("E[support]", "sum 1 - (1 - p0)^M", "exact", "support_first_exact",
         at_first_generation(discrete_theory.expected_support_first_generation(p0, int(sizes[0]))))
     if regime != "replace":
-        return curves
+        return tuple(curves)
     add("E[heterozygosity]", "exact (1 - 1/M)^n", "exact", "heterozygosity_exact",
         discrete_theory.heterozygosity_exact(sizes, p0))
     compositions = math.comb(int(np.max(sizes)) + len(live) - 1, len(live) - 1)
@@ -185,7 +191,7 @@ def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
     if constant:
         add("E[state_alive]", "Suresh et al. 1 - exp(-M p0 / n)", "lower bound", "alive_suresh_bound",
             discrete_theory.suresh_unigram_survival_bound(p0, int(sizes[0]), generations))
-    return curves
+    return tuple(curves)
 
 
 def absorption_time_rows(study: DiscreteStudy, absorption_generation: np.ndarray) -> list[TheoryRow]:

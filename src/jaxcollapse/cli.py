@@ -25,50 +25,54 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}") from error
 
 
+def _add_chain_arguments(command) -> None:
+    """Flags every chain study shares: sizes, schedule and regime."""
+    command.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
+    command.add_argument("--generations", type=int, default=200, help="fitted generations G (default 200)")
+    command.add_argument("--samples", type=int, default=100, help="M, or M_0 of a growing schedule (default 100)")
+    command.add_argument("--schedule", default="constant",
+                         help="constant | linear:SLOPE | power:P | geometric:RATIO | list:M0,M1,...")
+    command.add_argument("--regime", default="replace",
+                         help="replace | accumulate | accumulate-subsample | real-fraction:F | fresh-real:F | mix:A,B,G")
+
+
+def _add_run_arguments(command, out: str) -> None:
+    """Flags of how a study is run and where it is written."""
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--out", default=out, help=f"run folder (default {out})")
+    command.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    command.add_argument("--check", action="store_true", help="print Monte Carlo against every formula")
+    command.add_argument("--chunk-size", type=int, default=None, help="chains in flight (default: memory budget)")
+    command.add_argument("--devices", type=int, default=1, help="devices to shard chains over (0: all)")
+    command.add_argument("--no-figures", action="store_true")
+    command.add_argument("--x64", action="store_true", help="compute in float64")
+    command.add_argument("--progress", dest="progress", action="store_true", default=None)
+    command.add_argument("--no-progress", dest="progress", action="store_false")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcollapse", description="Simulate model collapse with JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     gaussian = commands.add_parser("gaussian", help="Gaussian recursion chains (paper section 4.2)")
-    gaussian.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
-    gaussian.add_argument("--generations", type=int, default=200, help="fitted generations G (default 200)")
-    gaussian.add_argument("--samples", type=int, default=100, help="M, or M_0 of a growing schedule (default 100)")
-    gaussian.add_argument("--schedule", default="constant",
-                          help="constant | linear:SLOPE | power:P | geometric:RATIO | list:M0,M1,...")
+    _add_chain_arguments(gaussian)
     gaussian.add_argument("--estimator", default="unbiased", help="unbiased (ddof=1, paper eq. 1) | mle (ddof=0)")
-    gaussian.add_argument("--regime", default="replace",
-                          help="replace | accumulate | accumulate-subsample | real-fraction:F | fresh-real:F | mix:A,B,G")
     gaussian.add_argument("--dim", type=int, default=1, help="dimension d (default 1)")
     gaussian.add_argument("--mean", type=float, default=0.0, help="mean of p0 (every coordinate)")
     gaussian.add_argument("--sigma", type=float, default=1.0, help="standard deviation (scale) of p0")
     gaussian.add_argument("--p0", default="normal", help="normal | student-t:DF | laplace | mixture:SEPARATION")
     gaussian.add_argument("--path", default="auto", help="auto | data | sufficient (default auto)")
-    gaussian.add_argument("--seed", type=int, default=0)
-    gaussian.add_argument("--out", default="results/gaussian", help="run folder (default results/gaussian)")
-    gaussian.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
-    gaussian.add_argument("--check", action="store_true", help="print Monte Carlo against every formula")
-    gaussian.add_argument("--chunk-size", type=int, default=None, help="chains in flight (default: memory budget)")
-    gaussian.add_argument("--devices", type=int, default=1, help="devices to shard chains over (0: all)")
+    _add_run_arguments(gaussian, "results/gaussian")
     gaussian.add_argument("--quantiles", type=_floats, default=(0.05, 0.5, 0.95), help="of the W2 risk")
     gaussian.add_argument("--figure-samples", type=_ints, default=(100, 500, 1000, 10_000),
                           help="M of the single-chain trajectory figure")
-    gaussian.add_argument("--no-figures", action="store_true")
-    gaussian.add_argument("--x64", action="store_true", help="compute in float64")
-    gaussian.add_argument("--progress", dest="progress", action="store_true", default=None)
-    gaussian.add_argument("--no-progress", dest="progress", action="store_false")
 
     discrete = commands.add_parser("discrete", help="discrete chains: histograms, Bernoulli, Poisson (paper section 4.1)")
+    _add_chain_arguments(discrete)
     discrete.add_argument("--family", default="categorical", help="categorical | bernoulli | poisson")
-    discrete.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
-    discrete.add_argument("--generations", type=int, default=200, help="fitted generations G (default 200)")
-    discrete.add_argument("--samples", type=int, default=100, help="M, or M_0 of a growing schedule (default 100)")
     discrete.add_argument("--states", type=int, default=20, help="K, states of the histogram (default 20)")
     discrete.add_argument("--init", default="mixture",
                           help="uniform | zipf:S | mixture | fat-mixture | probs:P1,P2,... | bernoulli:P | poisson:LAMBDA")
-    discrete.add_argument("--schedule", default="constant",
-                          help="constant | linear:SLOPE | power:P | geometric:RATIO | list:M0,M1,...")
-    discrete.add_argument("--regime", default="replace",
-                          help="replace | accumulate | accumulate-subsample | real-fraction:F | fresh-real:F | mix:A,B,G")
     discrete.add_argument("--smoothing", type=float, default=0.0, help="additive smoothing alpha of the fit (default 0)")
     discrete.add_argument("--tail-threshold", type=float, default=None,
                           help="states with p0 below it form the tail (default 1/M)")
@@ -76,16 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     discrete.add_argument("--per-state", dest="per_state", action="store_true", default=None,
                           help="record per-state means (default when K <= 64)")
     discrete.add_argument("--no-per-state", dest="per_state", action="store_false")
-    discrete.add_argument("--seed", type=int, default=0)
-    discrete.add_argument("--out", default="results/discrete", help="run folder (default results/discrete)")
-    discrete.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
-    discrete.add_argument("--check", action="store_true", help="print Monte Carlo against every formula")
-    discrete.add_argument("--chunk-size", type=int, default=None, help="chains in flight (default: memory budget)")
-    discrete.add_argument("--devices", type=int, default=1, help="devices to shard chains over (0: all)")
-    discrete.add_argument("--no-figures", action="store_true")
-    discrete.add_argument("--x64", action="store_true", help="compute in float64")
-    discrete.add_argument("--progress", dest="progress", action="store_true", default=None)
-    discrete.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_run_arguments(discrete, "results/discrete")
 
     rerun = commands.add_parser("rerun", help="repeat a run from its config.json and compare")
     rerun.add_argument("folder")

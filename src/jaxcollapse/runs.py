@@ -192,17 +192,17 @@ def run_gaussian(study: GaussianStudy, settings: RunSettings, folder, *, force: 
     )
     rows = theory_table(study, result)
     paths["check"] = folder / "check.csv"
-    _atomic_write(paths["check"], _csv_text(
-        ["generation", "quantity", "formula", "kind", "monte_carlo", "standard_error", "formula_value", "z"],
-        [[str(r.generation), r.quantity, r.formula, r.kind, _number(r.estimate), _number(r.standard_error),
-          _number(r.value), _number(r.z)] for r in rows],
-    ))
+    _atomic_write(paths["check"], _check_csv(rows, per_state=False))
     figure_names = []
     if figures:
         figure_names = _write_figures(study, settings, result, folder)
         paths.update({name: folder / name for name in figure_names})
     paths["report"] = folder / "report.md"
-    _atomic_write(paths["report"], _report(study, settings, result, rows, figure_names))
+    _atomic_write(paths["report"], _report("jaxcollapse Gaussian study", [
+        f"p0: {study.initial.describe()}, dimension {study.dim}",
+        f"regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; estimator: {study.estimator}",
+        f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
+    ], result, rows, figure_names))
     header, table = summary_rows(study, result, settings.quantiles)
     paths["summary"] = folder / "summary.csv"
     _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
@@ -229,22 +229,29 @@ def _write_figures(study, settings, result, folder: Path) -> list[str]:
     return names
 
 
-def _report(study, settings, result, rows, figure_names) -> str:
-    lines = [
-        "# jaxcollapse Gaussian study", "",
-        f"- p0: {study.initial.describe()}, dimension {study.dim}",
-        f"- regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; estimator: {study.estimator}",
-        f"- {settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
+def _report(title: str, facts: list[str], result, rows, figure_names) -> str:
+    """report.md: the run's facts, the theory check and the figures."""
+    lines = [f"# {title}", ""] + [f"- {fact}" for fact in facts] + [
         f"- compile {result.compile_seconds:.2f} s, run {result.run_seconds:.2f} s", "",
         "## Theory against simulation", "", "```", format_check(rows).rstrip(), "```", "",
     ]
     disagreeing = [v for v in verdicts(rows) if not v.agrees]
     if disagreeing:
         lines += ["Formulas that the simulation contradicts (|z| > 5): " + "; ".join(
-            f"{v.quantity} by {v.formula}" for v in disagreeing) + ". See docs/theory.md for why.", ""]
+            f"{v.quantity} by {v.formula}" for v in disagreeing) + ". See docs/theory.md and docs/discrete.md for why.", ""]
     for name in figure_names:
         lines += [f"![{name}]({name})", ""]
     return "\n".join(lines)
+
+
+def _check_csv(rows, per_state: bool) -> str:
+    state = ["state"] if per_state else []
+    return _csv_text(
+        ["generation"] + state + ["quantity", "formula", "kind", "monte_carlo", "standard_error", "formula_value", "z"],
+        [[str(r.generation)] + (["" if r.state < 0 else str(r.state)] if per_state else [])
+         + [r.quantity, r.formula, r.kind, _number(r.estimate), _number(r.standard_error), _number(r.value), _number(r.z)]
+         for r in rows],
+    )
 
 
 def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
@@ -332,11 +339,7 @@ def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: 
     )
     rows = theory_table(study, result) + absorption_time_rows(study, result.final["absorption_generation"])
     paths["check"] = folder / "check.csv"
-    _atomic_write(paths["check"], _csv_text(
-        ["generation", "state", "quantity", "formula", "kind", "monte_carlo", "standard_error", "formula_value", "z"],
-        [[str(r.generation), "" if r.state < 0 else str(r.state), r.quantity, r.formula, r.kind, _number(r.estimate),
-          _number(r.standard_error), _number(r.value), _number(r.z)] for r in rows],
-    ))
+    _atomic_write(paths["check"], _check_csv(rows, per_state=True))
     paths["chains"] = folder / "chains.csv"
     final_names = list(result.final)
     _atomic_write(paths["chains"], _csv_text(
@@ -353,28 +356,14 @@ def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: 
         figure_names = write_discrete_figures(study, settings, result, folder)
         paths.update({name: folder / name for name in figure_names})
     paths["report"] = folder / "report.md"
-    _atomic_write(paths["report"], _discrete_report(study, settings, result, rows, figure_names))
+    absorbed = float(np.mean(result.final["absorption_generation"] >= 0))
+    _atomic_write(paths["report"], _report(f"jaxcollapse discrete study ({study.kind})", [
+        f"p0: {study.initial.describe()}",
+        f"regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; smoothing: {study.smoothing:g}",
+        f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
+        f"absorbed by generation {study.generations}: {absorbed:.4f} of the chains",
+    ], result, rows, figure_names))
     header, table = discrete_summary_rows(study, result)
     paths["summary"] = folder / "summary.csv"
     _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
     return paths, rows
-
-
-def _discrete_report(study, settings, result, rows, figure_names) -> str:
-    times = result.final["absorption_generation"]
-    lines = [
-        f"# jaxcollapse discrete study ({study.kind})", "",
-        f"- p0: {study.initial.describe()}",
-        f"- regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; smoothing: {study.smoothing:g}",
-        f"- {settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
-        f"- absorbed by generation {study.generations}: {np.mean(times >= 0):.4f} of the chains",
-        f"- compile {result.compile_seconds:.2f} s, run {result.run_seconds:.2f} s", "",
-        "## Theory against simulation", "", "```", format_check(rows).rstrip(), "```", "",
-    ]
-    disagreeing = [v for v in verdicts(rows) if not v.agrees]
-    if disagreeing:
-        lines += ["Formulas that the simulation contradicts: " + "; ".join(
-            f"{v.quantity} by {v.formula}" for v in disagreeing) + ". See docs/theory.md.", ""]
-    for name in figure_names:
-        lines += [f"![{name}]({name})", ""]
-    return "\n".join(lines)
