@@ -70,8 +70,11 @@ class Curve(NamedTuple):
     # error of a sample variance (see theory_table)
     central4: np.ndarray | None = None
     # for an exact mean: the metric's exact variance across chains, which gives the exact
-    # standard error of the Monte Carlo mean
+    # standard error of the Monte Carlo mean (for a 0/1 metric: v (1 - v) of the value v)
     variance: np.ndarray | None = None
+    # an upper bound on that variance, used only where the chains' own standard error is 0
+    # (a rare state that no chain kept understates the spread)
+    variance_bound: np.ndarray | None = None
 
 
 def theory_curves(study) -> list[Curve]:
@@ -140,8 +143,13 @@ def _discrete_theory_curves(study: DiscreteStudy) -> tuple[Curve, ...]:
     curves = []
     constant = bool(np.all(sizes == sizes[0]))
 
-    def add(quantity, formula, kind, column, values, variance=None):
-        curves.append(Curve(quantity, formula, kind, column, np.asarray(values, np.float64), variance=variance))
+    def add(quantity, formula, kind, column, values, variance=None, variance_bound=None):
+        values = np.asarray(values, np.float64)
+        if quantity[2:-1] in INDICATOR_METRICS:
+            # the mean of a 0/1 metric is a binomial proportion: the formula's value gives its
+            # exact standard error, which stays meaningful when no chain (or every chain) hit
+            variance = np.clip(values, 0.0, 1.0) * (1.0 - np.clip(values, 0.0, 1.0))
+        curves.append(Curve(quantity, formula, kind, column, values, variance=variance, variance_bound=variance_bound))
 
     def at_first_generation(value):
         values = np.full((generations + 1,) + np.shape(value), np.nan)
@@ -165,12 +173,14 @@ def _discrete_theory_curves(study: DiscreteStudy) -> tuple[Curve, ...]:
         return tuple(curves)  # smoothing is a deliberate approximation error: no closed form here
     p0 = study.p0
     live = p0[p0 > 0]
-    spread = None
+    # p in [0, 1] bounds Var p_n[i] by p0 (1 - p0) in every regime; replace has it exactly:
+    # Var p_n[i] = p0 (1 - p0) (1 - prod_{j<n} (1 - 1/M_j)), from the heterozygosity recursion
+    spread = np.broadcast_to(p0 * (1.0 - p0), (generations + 1, len(p0)))
+    exact_spread = None
     if regime == "replace":
-        # Var p_n[i] = p0 (1 - p0) (1 - prod_{j<n} (1 - 1/M_j)), from the heterozygosity recursion
-        drift = 1.0 - np.concatenate([[1.0], np.cumprod(1.0 - 1.0 / sizes)])
-        spread = drift[:, None] * (p0 * (1.0 - p0))[None, :]
-    add("E[state_p]", "exact (martingale)", "exact", "p_exact", np.broadcast_to(p0, (generations + 1, len(p0))), spread)
+        exact_spread = (1.0 - np.concatenate([[1.0], np.cumprod(1.0 - 1.0 / sizes)]))[:, None] * spread
+    add("E[state_p]", "exact (martingale)", "exact", "p_exact", np.broadcast_to(p0, (generations + 1, len(p0))),
+        variance=exact_spread, variance_bound=spread)
     alive_first = 1.0 - discrete_theory.loss_probability_first_generation(p0, int(sizes[0]))
     add("E[state_alive]", "1 - (1 - p0)^M", "exact", "alive_first_exact", at_first_generation(alive_first))
     add("E[support]", "sum 1 - (1 - p0)^M", "exact", "support_first_exact",
@@ -241,22 +251,14 @@ def theory_table(study, result: SimulationResult) -> list[TheoryRow]:
         curve.quantity: theory.sample_variance_standard_error(curve.values, curve.central4, result.num_chains)
         for curve in curves if curve.central4 is not None
     }
-    for quantity, formula, kind, _, values, _, variance in curves:
+    for quantity, formula, kind, _, values, _, variance, variance_bound in curves:
         estimate, error = _estimate(result, quantity)
         error = exact_variance_error.get(quantity, error)
-        if variance is not None:
-            error = np.sqrt(variance / result.num_chains)
-        elif quantity == "E[state_p]":
-            # no exact variance outside the replace regime; a sample standard error of 0
-            # (no chain kept a rare state) understates the truth, and p in [0, 1] bounds
-            # Var p by E p (1 - E p)
-            bound = np.sqrt(values * (1.0 - values) / result.num_chains)
-            error = np.where(error > 0, error, bound)
-        if quantity[2:-1] in INDICATOR_METRICS:
-            # the mean of a 0/1 metric is a binomial proportion: the formula's value gives its
-            # exact standard error, which stays meaningful when no chain (or every chain) hit
-            with np.errstate(invalid="ignore"):
-                error = np.sqrt(np.clip(values, 0.0, 1.0) * (1.0 - np.clip(values, 0.0, 1.0)) / result.num_chains)
+        with np.errstate(invalid="ignore"):
+            if variance is not None:
+                error = np.sqrt(variance / result.num_chains)
+            elif variance_bound is not None:
+                error = np.where(error > 0, error, np.sqrt(variance_bound / result.num_chains))
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where((error > 0) & np.isfinite(error), (estimate - values) / error, np.nan)
         for g in range(1, values.shape[0]):  # generation 0 is p_0 itself: nothing to estimate

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from ._counts import categorical
 from ._counts import multinomial as _multinomial
 from ._random import key_from_words
 from ._validation import ConfigError, require_choice, require_finite, require_int, require_positive
@@ -353,7 +354,7 @@ class DiscreteStudy:
             return (counts + smoothing) / (jnp.sum(counts) + states * smoothing)
 
         if self.resolved_path == "counts":
-            generation, initial = self._counts_program(p0, sizes)
+            generation, initial = self._counts_program(p0)
             initial_state = lambda: initial  # noqa: E731
         else:
             build_first, build_later, initial_state = self._data_program(p0, sizes_np)
@@ -391,7 +392,7 @@ class DiscreteStudy:
             bytes_per_chain=int(bytes_per_chain), metric_names=self.metric_names(), words_per_step=4,
         )
 
-    def _counts_program(self, p0, sizes):
+    def _counts_program(self, p0):
         """(generation, initial policy state): ``generation(key, n, state, probs, m)``
         draws D_n's counts directly (n = 0: from p_0)."""
         kind, policy = self.kind, self.policy
@@ -461,10 +462,7 @@ class DiscreteStudy:
         def sample(key, probs, count):
             if kind == "poisson":
                 return jax.random.poisson(key, probs[0], (count, 1)).astype(p0.dtype)
-            cdf = jnp.cumsum(probs)
-            u = jax.random.uniform(key, (count,), p0.dtype) * cdf[-1]
-            index = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), states - 1)
-            return index.astype(p0.dtype)[:, None]
+            return categorical(key, probs, count).astype(p0.dtype)[:, None]
 
         def histogram(data, weights):
             if kind == "poisson":

@@ -1,7 +1,7 @@
 """Run folders: ``config.json``, ``summary.csv``, ``check.csv``, figures and a report.
 
 ``config.json`` holds everything needed to repeat a run bit for bit
-(:func:`rerun_gaussian`). A folder whose ``summary.csv`` exists holds a finished run and
+(:func:`rerun`). A folder whose ``summary.csv`` exists holds a finished run and
 is never overwritten unless ``force`` is set. Files are written atomically.
 
 Example:
@@ -35,7 +35,7 @@ from .families.gaussian import minimum_samples
 from .study import GaussianStudy
 
 __all__ = [
-    "RunSettings", "run_gaussian", "rerun_gaussian", "summary_rows", "load_config", "run_discrete",
+    "RunSettings", "run_gaussian", "summary_rows", "load_config", "run_discrete",
     "discrete_summary_rows", "rerun",
 ]
 
@@ -270,8 +270,6 @@ def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tup
     identical = original_bytes is not None and original_bytes == paths["summary"].read_bytes()
     return out, identical
 
-
-rerun_gaussian = rerun  # the name of version 0.1
 
 
 DISCRETE_REQUIRED_COLUMNS = (
