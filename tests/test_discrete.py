@@ -196,6 +196,11 @@ def test_rare_states_of_the_figure3_mixture():
     assert found[("E[state_p]", "exact (martingale)")].agrees
     assert found[("E[heterozygosity]", "exact (1 - 1/M)^n")].agrees
     assert found[("E[state_p]", "exact (martingale)")].compared == 8 * 20
+    # outside the replace regime: a mix run, judged with the bound Var p_n <= p0 (1 - p0)
+    mixed = discrete_study(samples=30, generations=8, states=20, init="mixture", regime="mix:0.7,0.2,0.1")
+    rows = [row for row in theory_table(mixed, _run(mixed, chains=2000)) if row.quantity == "E[state_p]"]
+    assert rows and all(abs(row.z) <= 5 for row in rows if np.isfinite(row.z))
+    assert all(row.standard_error == pytest.approx(np.sqrt(row.value * (1 - row.value) / 2000)) for row in rows)
 
 
 def test_poisson_data_path_and_smoothing():
