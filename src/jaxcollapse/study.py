@@ -25,8 +25,8 @@ from .families.gaussian import (
     ESTIMATORS, GaussianParams, check_sample_sizes, gaussian, gaussian_reference, metric_names,
 )
 from .initial import InitialDistribution, normal_initial
-from ._random import key_from_words
-from .policies import STATS_REGIMES, DataPolicy, data_program, parse_policy, stats_program, stats_words
+from .policies import STATS_REGIMES, DataPolicy, parse_policy, stats_program, stats_words
+from .programs import data_path_program
 from .schedules import Schedule, parse_schedule
 
 __all__ = ["GaussianStudy", "gaussian_study", "PATHS"]
@@ -89,58 +89,34 @@ class GaussianStudy:
         def metrics(params):
             return family.metrics(params, reference)
 
-        if self.resolved_path == "sufficient":
-            policy = stats_program(self.policy, family.sufficient, theta0)
-            fit_stats = family.sufficient.fit
-
-            def first(words, state, params, m):
-                return policy.init(words, m)
-
-            def later(words, state, params, m):
-                return policy.step(words, state, params, m)
-
-            def step(words, carry, n):
-                params, state = carry
-                stats, state = jax.lax.cond(n == 0, first, later, words, state, params, sizes[n])
-                return fit_stats(stats), state
-
-            def initial_state():
-                shapes = jax.eval_shape(lambda w: policy.init(w, sizes[0])[1], jnp.zeros(words_per_step, jnp.uint32))
-                return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-            words_per_step = stats_words(self.policy, family.sufficient)
-            bytes_per_chain = 64 * (dim * dim + dim + 4)
-        else:
-            policy = data_program(self.policy, sizes_np)
+        if self.resolved_path == "data":
             rows = int(np.max(sizes_np))
-            sample_initial = self.initial.sampler(dim)
+            return data_path_program(
+                family, self.policy, sizes_np, self.initial.sampler(dim), theta0, metrics=metrics,
+                metric_names=metric_names(dim),
+                bytes_per_chain=4 * dim * (8 * rows + 2 * self.policy.pool_rows(sizes_np)) + 64 * dim * dim,
+            )
 
-            def first(keys, state, params, m):
-                sample_key, policy_key = keys
-                return policy.init(policy_key, sample_initial(sample_key, rows), m)
+        policy = stats_program(self.policy, family.sufficient, theta0)
+        fit_stats = family.sufficient.fit
 
-            def later(keys, state, params, m):
-                sample_key, policy_key = keys
-                model = family.sample(sample_key, params, rows)
-                return policy.step(policy_key, state, model, m, sample_initial)
+        def first(words, state, params, m):
+            return policy.init(words, m)
 
-            def step(words, carry, n):
-                params, state = carry
-                sample_key, policy_key, fit_key = jax.random.split(key_from_words(words), 3)
-                data, weights, state = jax.lax.cond(
-                    n == 0, first, later, (sample_key, policy_key), state, params, sizes[n]
-                )
-                return family.fit(fit_key, data, weights), state
+        def later(words, state, params, m):
+            return policy.step(words, state, params, m)
 
-            def initial_state():
-                shapes = jax.eval_shape(
-                    lambda k: policy.init(k, jnp.zeros((rows, dim)), sizes[0])[2], jax.random.key(0)
-                )
-                return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        def step(words, carry, n):
+            params, state = carry
+            stats, state = jax.lax.cond(n == 0, first, later, words, state, params, sizes[n])
+            return fit_stats(stats), state
 
-            words_per_step = 2
+        def initial_state():
+            shapes = jax.eval_shape(lambda w: policy.init(w, sizes[0])[1], jnp.zeros(words_per_step, jnp.uint32))
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-            bytes_per_chain = 4 * dim * (8 * rows + 2 * self.policy.pool_rows(sizes_np)) + 64 * dim * dim
+        words_per_step = stats_words(self.policy, family.sufficient)
+        bytes_per_chain = 64 * (dim * dim + dim + 4)
 
         return ChainProgram(
             initial_params=theta0,

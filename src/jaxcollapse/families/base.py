@@ -30,6 +30,8 @@ class Family(NamedTuple):
     ``sample(key, params, n) -> data`` draws n samples (n static).
     ``metrics(params, reference) -> dict`` gives per-generation scalars against p_0.
     ``sufficient`` is ``None`` when the family has no exact statistics sampler.
+    ``refit(key, data, weights, previous) -> params``, when given, replaces ``fit`` in a
+    chain: an iterative fit (EM) may start from the previous generation's parameters.
     """
 
     name: str
@@ -38,3 +40,4 @@ class Family(NamedTuple):
     sample: Callable[[Any, Any, int], Any]
     metrics: Callable[[Any, Any], dict]
     sufficient: SufficientStatistics | None = None
+    refit: Callable[[Any, Any, Any, Any], Any] | None = None
