@@ -57,6 +57,9 @@ class ChainProgram(NamedTuple):
     D_0 from p_0 and ignore the incoming state.
     ``initial_state()``: a policy state of the right structure (zeros) for n = 0.
     ``metrics(params) -> dict`` of scalars. ``bytes_per_chain``: working-set estimate.
+    ``preferred_chunk``: chains per chunk whose working set stays in cache (the default
+    chunk size when the memory budget allows it; a data path over thousands of points per
+    chain runs several times faster in chunks of ~100 chains than in one of thousands).
     """
 
     initial_params: Any
@@ -66,6 +69,7 @@ class ChainProgram(NamedTuple):
     bytes_per_chain: int
     metric_names: tuple[str, ...]
     words_per_step: int = 2
+    preferred_chunk: int | None = None
 
 
 @dataclass
@@ -183,6 +187,8 @@ def simulate(
         raise ConfigError(f"devices must be <= {available} (the devices JAX sees); got {num_devices}")
     if chunk_size is None:
         chunk_size = max(1, min(num_chains, memory_budget_bytes // max(program.bytes_per_chain, 1)))
+        if program.preferred_chunk:
+            chunk_size = min(chunk_size, program.preferred_chunk)
     chunk_size = require_int("chunk_size", chunk_size, 1)
     chunk_size = min(chunk_size, num_chains)
     # Whole SIMD blocks of chains per device: XLA:CPU evaluates the tail of a vectorised

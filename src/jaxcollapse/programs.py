@@ -2,7 +2,8 @@
 
 Generation n = 0 draws D_0 from p_0; every later step samples the current model, lets the
 data policy build D_n and fits generation n + 1. Families whose fit is iterative (EM)
-start from the previous generation's parameters when they offer ``Family.refit``.
+start from the previous generation's parameters when they offer ``Family.refit``
+(generation 1, fitted to D_0, always uses ``Family.fit``).
 
 Example:
     >>> import jax.numpy as jnp, numpy as np
@@ -42,11 +43,13 @@ def data_path_program(
     metrics: Callable[[Any], dict],
     metric_names: tuple[str, ...],
     bytes_per_chain: int | None = None,
+    preferred_chunk: int | None = None,
 ) -> ChainProgram:
     """A chain that samples ``family``, builds D_n with ``policy`` and refits, for the
     schedule ``sizes`` (M_0..M_{G-1}); ``sample_initial(key, n)`` draws D_0 from p_0.
 
-    ``bytes_per_chain`` defaults to the data buffers' size plus the parameters'."""
+    ``bytes_per_chain`` defaults to the data buffers' size plus the parameters';
+    ``preferred_chunk`` is passed to the engine (see :class:`ChainProgram`)."""
     sizes_np = np.asarray(sizes) if len(sizes) else np.array([2], np.int64)
     sizes_device = jnp.asarray(sizes_np, jnp.int32)
     program = data_program(policy, sizes_np)
@@ -71,7 +74,12 @@ def data_path_program(
         )
         if refit is None:
             return family.fit(fit_key, data, weights), state
-        return refit(fit_key, data, weights, params), state
+        # generation 1 is fitted to real data from scratch: p_0 need not be a model of the
+        # family. n is the same for every chain, so under vmap this stays a branch.
+        fitted = jax.lax.cond(
+            n == 0, lambda: family.fit(fit_key, data, weights), lambda: refit(fit_key, data, weights, params)
+        )
+        return fitted, state
 
     def initial_state():
         shapes = jax.eval_shape(
@@ -90,4 +98,5 @@ def data_path_program(
         bytes_per_chain=int(bytes_per_chain),
         metric_names=tuple(metric_names),
         words_per_step=2,
+        preferred_chunk=preferred_chunk,
     )

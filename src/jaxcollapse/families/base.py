@@ -31,7 +31,8 @@ class Family(NamedTuple):
     ``metrics(params, reference) -> dict`` gives per-generation scalars against p_0.
     ``sufficient`` is ``None`` when the family has no exact statistics sampler.
     ``refit(key, data, weights, previous) -> params``, when given, replaces ``fit`` in a
-    chain: an iterative fit (EM) may start from the previous generation's parameters.
+    chain from generation 2 on: an iterative fit (EM) may start from the previous
+    generation's parameters (generation 1 is fitted to real data with ``fit``).
     """
 
     name: str
