@@ -2,7 +2,9 @@
 the JAX chains (both designs, both paths, both regimes) against the closed forms, the two
 paths against each other, bad input and the JSON round trip."""
 
+import itertools
 import json
+import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +56,9 @@ def compare_moments(records, exact, chains, what, variances=("test_error", "trai
         values = records[name][1:]
         error = sample_variance_standard_error(exact[f"{name}_var"][1:], exact[f"{name}_central4"][1:], chains)
         assert_z(values.var(1, ddof=1), error, exact[f"{name}_var"][1:], f"{what}: Var[{name}]")
+        fourth = (values - values.mean(1, keepdims=True)) ** 4
+        assert_z(fourth.mean(1), fourth.std(1) / np.sqrt(chains), exact[f"{name}_central4"][1:],
+                 f"{what}: fourth central moment of {name}")
     # weight_norm's variance: no fourth moment derived, so the sample's own standard error
     values = records["weight_norm"][1:]
     centred = values - values.mean(1, keepdims=True)
@@ -129,6 +134,42 @@ def test_inverse_wishart_moments(rng):
     m2, m4 = (centred**2).mean(), (centred**4).mean()
     expected_var = 2 * dim * (samples - 1) / (a * (a - 1) ** 2 * (a - 3))
     assert_z(trace.var(ddof=1), np.sqrt((m4 - m2**2) / draws), expected_var, "Var tr W^-1")
+
+
+def _weighted_chi_square_raw_moment(weights, order):
+    """E[(sum_i w_i Z_i^2)^r] exactly: the multinomial expansion with E Z^{2k} = (2k - 1)!!."""
+    total = 0.0
+    for powers in itertools.product(range(order + 1), repeat=len(weights)):
+        if sum(powers) != order:
+            continue
+        term = math.factorial(order)
+        for weight, power in zip(weights, powers):
+            term *= weight**power * math.prod(range(1, 2 * power, 2)) / math.factorial(power)
+        total += term
+    return total
+
+
+def test_fourth_central_moments_against_independent_closed_forms(rng):
+    """The fourth central moments (they set the standard errors of sample variances):
+    fixed design from the exact multinomial expansion, random design and train_error from
+    scipy's F and chi-square kurtosis. Monte Carlo could not pin them down to 10 %."""
+    design = rng.standard_normal((9, 4))
+    weights = 1.0 / np.linalg.eigvalsh(design.T @ design)
+    exact = theory.fixed_design_exact(design, 1.0, 1, "replace")
+    raw = [1.0] + [_weighted_chi_square_raw_moment(weights, r) for r in (1, 2, 3, 4)]
+    central4 = raw[4] - 4 * raw[3] * raw[1] + 6 * raw[2] * raw[1] ** 2 - 3 * raw[1] ** 4
+    np.testing.assert_allclose(exact["test_error_central4"][1], central4, rtol=1e-10)
+    np.testing.assert_allclose(exact["test_error_var"][1], raw[2] - raw[1] ** 2, rtol=1e-10)
+    for samples, dim in ((24, 3), (40, 10), (1000, 50)):
+        exact = theory.random_design_exact(samples, dim, 1.0, 1, "replace")
+        degrees = samples - dim + 1
+        _, variance, _, kurtosis = stats.f(dim, degrees).stats(moments="mvsk")
+        unit = dim / degrees  # test_error = (d / k) F(d, k) at s = 1
+        np.testing.assert_allclose(exact["test_error_var"][1], unit**2 * variance, rtol=1e-10)
+        np.testing.assert_allclose(exact["test_error_central4"][1], unit**4 * (kurtosis + 3) * variance**2, rtol=1e-9)
+        _, variance, _, kurtosis = stats.chi2(dim).stats(moments="mvsk")
+        np.testing.assert_allclose(exact["train_error_central4"][1], (kurtosis + 3) * variance**2 / samples**4,
+                                   rtol=1e-10)
 
 
 def test_random_design_moments_need_enough_samples():

@@ -246,7 +246,7 @@ class RegressionStudy:
             moment = design.T @ labels
             if accumulate:
                 # the running mean, not the sum: it stays O(1) in float32 however long the chain
-                moment = jnp.where(n == 0, moment, state.moment + (moment - state.moment) / (n + 2).astype(dtype))
+                moment = jnp.where(n == 0, moment, state.moment + (moment - state.moment) / (n + 1).astype(dtype))
             state = _LabelState(design if per_chain else None, moment if accumulate else None)
             return cho_solve((cholesky, True), moment), state
 

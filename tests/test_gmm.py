@@ -1,0 +1,176 @@
+"""GMM family: EM parity with scikit-learn, the closed-form L2 distance, the study."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcollapse import ConfigError, simulate
+from jaxcollapse.families.gmm import (
+    _em, cholesky, gaussian_overlap, gmm, gmm_params, gmm_reference, l2_distance, lower_inverse,
+    mixture_log_density, sample,
+)
+from jaxcollapse.gmm import GMMStudy, gmm_initial, gmm_study, parse_gmm_initial
+
+sklearn_mixture = pytest.importorskip("sklearn.mixture")
+
+
+def _blobs(seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal([-2, 0], 1, (300, 2)), rng.normal([2, 1], [0.5, 1.5], (200, 2))])
+
+
+def _as_full(covariances, covariance_type, dim):
+    if covariance_type == "full":
+        return covariances
+    if covariance_type == "diag":
+        return np.stack([np.diag(v) for v in covariances])
+    return np.stack([v * np.eye(dim) for v in covariances])
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_em_matches_scikit_learn_with_frequency_weights(covariance_type):
+    """Weights w_i in {0, 1, 2} on the points equal scikit-learn on the points repeated
+    w_i times: same weights, means, covariances and final lower bound."""
+    data = _blobs()
+    frequency = np.random.default_rng(1).integers(0, 3, len(data))
+    start = (np.array([0.4, 0.6]), np.array([[-1.0, 0.0], [1.0, 0.5]]), np.stack([np.eye(2), 2 * np.eye(2)]))
+    precisions = {"full": np.stack([np.linalg.inv(c) for c in start[2]]), "diag": np.array([[1.0, 1.0], [0.5, 0.5]]),
+                  "spherical": np.array([1.0, 0.5])}[covariance_type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 12 iterations without tol: scikit-learn warns of non-convergence
+        reference = sklearn_mixture.GaussianMixture(
+            2, covariance_type=covariance_type, max_iter=12, tol=0, weights_init=start[0], means_init=start[1],
+            precisions_init=precisions, reg_covar=1e-4,
+        ).fit(np.repeat(data, frequency, axis=0))
+    fitted = _em(jnp.asarray(data, jnp.float32), jnp.asarray(frequency, jnp.float32), gmm_params(*start), 12,
+                 covariance_type, 1e-4)
+    np.testing.assert_allclose(fitted.weights, reference.weights_, atol=2e-6)
+    np.testing.assert_allclose(fitted.means, reference.means_, atol=2e-5)
+    np.testing.assert_allclose(fitted.covs, _as_full(reference.covariances_, covariance_type, 2), atol=2e-5)
+    np.testing.assert_allclose(float(fitted.loglik), reference.lower_bound_, rtol=2e-6)
+    assert abs(float(fitted.loglik_change)) < 1e-2
+
+
+def test_fit_recovers_separated_blobs_and_reports_convergence():
+    family = gmm(2, 2, iterations=30, init="kmeans")
+    p0 = parse_gmm_initial("two-blobs").params()
+    data = sample(jax.random.key(0), p0, 2000)
+    fitted = family.fit(jax.random.key(1), data, jnp.ones(2000))
+    order = jnp.argsort(fitted.means[:, 0])
+    np.testing.assert_allclose(fitted.means[order], [[-3, 0], [3, 0]], atol=0.1)
+    np.testing.assert_allclose(fitted.weights, [0.5, 0.5], atol=0.05)
+    np.testing.assert_allclose(fitted.covs[order], np.stack([np.eye(2)] * 2), atol=0.15)
+    assert abs(float(fitted.loglik_change)) < 1e-4  # converged: the change is reported, not hidden
+
+
+def test_small_matrix_algebra_matches_lapack():
+    rng = np.random.default_rng(3)
+    for dim in (1, 2, 3, 4, 6):
+        factors = rng.normal(size=(5, dim, dim))
+        spd = factors @ np.swapaxes(factors, -1, -2) + 0.1 * np.eye(dim)
+        lower = np.asarray(cholesky(jnp.asarray(spd, jnp.float32)))
+        np.testing.assert_allclose(lower, np.linalg.cholesky(spd), rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(np.asarray(lower_inverse(jnp.asarray(lower))) @ lower,
+                                   np.broadcast_to(np.eye(dim), spd.shape), atol=5e-4)
+
+
+def test_l2_distance_matches_numerical_integration_on_a_grid():
+    """integral (f - g)^2 in closed form against a 2-D Riemann sum, and the 1-D case."""
+    rng = np.random.default_rng(4)
+    f = gmm_params([0.3, 0.7], [[-1.0, 0.5], [1.5, -0.5]], [[[1.0, 0.3], [0.3, 0.8]], [[0.5, -0.1], [-0.1, 0.7]]])
+    g = gmm_params([0.5, 0.2, 0.3], rng.normal(size=(3, 2)), np.stack([np.eye(2) * s for s in (0.6, 1.2, 0.9)]))
+    axis = np.linspace(-7, 7, 561)
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    density_f = np.exp(np.asarray(mixture_log_density(f, jnp.asarray(grid, jnp.float32)), np.float64))
+    density_g = np.exp(np.asarray(mixture_log_density(g, jnp.asarray(grid, jnp.float32)), np.float64))
+    numeric = np.sum((density_f - density_g) ** 2) * (axis[1] - axis[0]) ** 2
+    closed = float(l2_distance(f, gmm_reference(g, np.zeros((1, 2)))))
+    assert closed == pytest.approx(numeric, rel=1e-4)
+    assert float(l2_distance(g, gmm_reference(g, np.zeros((1, 2))))) < 1e-7
+    one_d = gmm_params([1.0], [[0.0]], [[[1.0]]])
+    shifted = gmm_params([1.0], [[1.0]], [[[1.0]]])
+    exact = 2 / np.sqrt(4 * np.pi) * (1 - np.exp(-1 / 4))  # two unit Gaussians one apart
+    assert float(gaussian_overlap(one_d, one_d)) == pytest.approx(1 / np.sqrt(4 * np.pi), rel=1e-6)
+    assert float(l2_distance(shifted, gmm_reference(one_d, np.zeros((1, 1))))) == pytest.approx(exact, rel=1e-5)
+
+
+def test_sampler_draws_the_mixture():
+    p0 = gmm_params([0.2, 0.8], [[-2.0, 1.0], [1.0, 0.0]], [[[1.0, 0.5], [0.5, 1.0]], [[0.3, 0.0], [0.0, 2.0]]])
+    draws = np.asarray(sample(jax.random.key(5), p0, 200_000), np.float64)
+    mean = 0.2 * np.array([-2, 1]) + 0.8 * np.array([1, 0])
+    second = sum(w * (np.asarray(c) + np.outer(m, m)) for w, m, c in zip(
+        [0.2, 0.8], [[-2, 1], [1, 0]], [[[1, 0.5], [0.5, 1]], [[0.3, 0], [0, 2]]]))
+    cov = second - np.outer(mean, mean)
+    standard_error = np.sqrt(np.diag(cov) / len(draws))
+    assert np.all(np.abs(draws.mean(0) - mean) < 5 * standard_error)
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.03)
+
+
+def test_study_runs_every_regime_and_starts_at_p0():
+    for regime in ("replace", "accumulate", "mix:0.8,0.1,0.1", "real-fraction:0.2"):
+        study = gmm_study(samples=60, generations=3, iterations=4, regime=regime, heldout=50)
+        result = simulate(study.program(), num_chains=16, num_generations=3, seed=0)
+        for name in result.metric_names:
+            assert np.all(np.isfinite(result.summary(name)["mean"])), (regime, name)
+        assert result.summary("l2_distance")["mean"][0] == 0.0
+        assert np.all(result.summary("l2_distance")["mean"][1:] > 0)
+        weights = result.summary("weight")["mean"]
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+        assert np.all(weights[:, 0] >= weights[:, 1])  # largest first
+
+
+def test_collapse_shrinks_the_variance_and_grows_the_l2_distance():
+    """M = 20 points per generation: by generation 40 the spread has fallen and the L2
+    distance risen (the paper's Figure 7 in miniature). The L2 distance of a chain with a
+    near-point component is enormous (integral f^2 ~ 1 / sqrt(det)), so its mean has no
+    useful standard error: the test is a sign test over chains instead."""
+    study = gmm_study(samples=20, generations=40, iterations=10, heldout=100)
+    result = simulate(study.program(), num_chains=64, num_generations=40, seed=1, record="trajectories")
+    spread = result.summary("variance")
+    assert spread["mean"][0] - spread["mean"][40] > 5 * spread["se"][40]
+    distance = result.trajectories["l2_distance"]
+    assert np.mean(distance[40] > distance[1]) > 0.85  # chance alone: 0.5 +- 0.06
+    loglik = result.trajectories["heldout_loglik"]
+    assert np.mean(loglik[40] < loglik[1]) > 0.85
+
+
+def test_blob_p0_pads_with_empty_components_and_every_init_runs():
+    for init in ("previous", "kmeans++", "kmeans"):
+        study = gmm_study(samples=50, generations=2, p0="blob", components=3, iterations=3, init=init, heldout=20)
+        params = study.initial_params()
+        np.testing.assert_allclose(params.weights, [1.0, 0.0, 0.0])
+        result = simulate(study.program(), num_chains=16, num_generations=2, seed=0)
+        assert result.summary("collapsed")["mean"][0] == 2.0  # the padding counts as collapsed
+        assert np.all(np.isfinite(result.summary("l2_distance")["mean"]))
+
+
+def test_json_round_trip():
+    study = gmm_study(samples=40, generations=5, components=3, covariance_type="diag", init="kmeans++",
+                      p0="two-blobs:4", dim=3, regime="mix:0.5,0.25,0.25")
+    assert GMMStudy.from_json(study.to_json()) == study
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"components": 0}, "components must be an integer >= 1"),
+    ({"components": 3, "samples": 2}, "more components than"),
+    ({"components": 1}, "components must be >= the 2 components of p0"),
+    ({"covariance_type": "tied"}, "covariance_type"),
+    ({"init": "random"}, "init"),
+    ({"iterations": 0}, "iterations must be an integer >= 1"),
+    ({"reg_covar": 0.0}, "reg_covar must be > 0"),
+    ({"p0": "three-blobs"}, "unknown GMM p0"),
+    ({"p0": "two-blobs:x"}, "needs a number"),
+])
+def test_bad_input_names_the_parameter(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        gmm_study(**{"samples": 50, "generations": 2, **kwargs})
+
+
+def test_bad_p0_mixture_is_rejected():
+    with pytest.raises(ConfigError, match="sum to 1"):
+        gmm_initial([0.5, 0.6], [[0.0], [1.0]], [[[1.0]], [[1.0]]])
+    with pytest.raises(ConfigError, match="positive definite"):
+        gmm_initial([1.0], [[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]])
