@@ -82,6 +82,8 @@ class Curve(NamedTuple):
 
 def theory_curves(study) -> list[Curve]:
     """Every formula that applies to ``study``, evaluated over generations 0..G."""
+    if hasattr(study, "theory_curves"):  # the classical families carry their own formulas
+        return list(study.theory_curves())
     if isinstance(study, DiscreteStudy):
         return discrete_theory_curves(study)
     if not study.initial.is_gaussian:

@@ -25,11 +25,11 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}") from error
 
 
-def _add_chain_arguments(command) -> None:
+def _add_chain_arguments(command, chains: int = 10_000, generations: int = 200, samples: int = 100) -> None:
     """Flags every chain study shares: sizes, schedule and regime."""
-    command.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
-    command.add_argument("--generations", type=int, default=200, help="fitted generations G (default 200)")
-    command.add_argument("--samples", type=int, default=100, help="M, or M_0 of a growing schedule (default 100)")
+    command.add_argument("--chains", type=int, default=chains, help=f"independent chains (default {chains})")
+    command.add_argument("--generations", type=int, default=generations, help=f"fitted generations G (default {generations})")
+    command.add_argument("--samples", type=int, default=samples, help=f"M, or M_0 of a growing schedule (default {samples})")
     command.add_argument("--schedule", default="constant",
                          help="constant | linear:SLOPE | power:P | geometric:RATIO | list:M0,M1,...")
     command.add_argument("--regime", default="replace",
@@ -81,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
                           help="record per-state means (default when K <= 64)")
     discrete.add_argument("--no-per-state", dest="per_state", action="store_false")
     _add_run_arguments(discrete, "results/discrete")
+
+    gmm = commands.add_parser("gmm", help="Gaussian mixtures refitted by EM (paper section 5.1, Figures 7 and 13)")
+    _add_chain_arguments(gmm, chains=200, generations=200, samples=1000)
+    gmm.add_argument("--components", type=int, default=2, help="k, components of the fitted mixture (default 2)")
+    gmm.add_argument("--covariance", default="full", help="full | diag | spherical (default full)")
+    gmm.add_argument("--iterations", type=int, default=20, help="EM iterations per generation (default 20)")
+    gmm.add_argument("--init", default="previous", help="previous (warm start) | kmeans++ | kmeans (default previous)")
+    gmm.add_argument("--kmeans-iterations", type=int, default=10, help="Lloyd steps of the kmeans start (default 10)")
+    gmm.add_argument("--reg-covar", type=float, default=1e-6, help="covariance floor added to every diagonal (default 1e-6)")
+    gmm.add_argument("--p0", default="two-blobs", help="two-blobs | two-blobs:SEPARATION | blob (default two-blobs)")
+    gmm.add_argument("--dim", type=int, default=2, help="dimension d (default 2)")
+    gmm.add_argument("--heldout", type=int, default=1000, help="held-out real points for the log-likelihood (default 1000)")
+    gmm.add_argument("--weight-threshold", type=float, default=0.01, help="a component lighter than this has collapsed")
+    gmm.add_argument("--variance-threshold", type=float, default=1e-3,
+                     help="a component with det(cov)^(1/d) below this has collapsed")
+    _add_run_arguments(gmm, "results/gmm")
+    gmm.add_argument("--quantiles", type=_floats, default=(0.05, 0.5, 0.95), help="of the L2 distance")
+    gmm.add_argument("--figure-samples", type=_ints, default=(100, 300), help="extra M of Figure 13 (64 chains each)")
 
     rerun = commands.add_parser("rerun", help="repeat a run from its config.json and compare")
     rerun.add_argument("folder")
@@ -145,6 +163,43 @@ def _discrete(args) -> int:
     return 0
 
 
+def _run(args, study, **settings) -> int:
+    """Run a GMM, KDE or regression study from parsed flags and print what was written."""
+    from .check import format_check
+    from .runs import RunSettings, run_study
+
+    if args.devices < 0:
+        raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
+    settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
+                           devices=args.devices or None, progress=args.progress, **settings)
+    paths, rows = run_study(study, settings, args.out, force=args.force, figures=not args.no_figures)
+    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
+    if args.check:
+        print(format_check(rows))
+    return 0
+
+
+def _x64(args) -> None:
+    if args.x64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+def _gmm(args) -> int:
+    _x64(args)
+    from .gmm import gmm_study
+
+    study = gmm_study(
+        samples=args.samples, generations=args.generations, components=args.components,
+        covariance_type=args.covariance, iterations=args.iterations, init=args.init,
+        reg_covar=args.reg_covar, kmeans_iterations=args.kmeans_iterations, p0=args.p0, dim=args.dim,
+        schedule=args.schedule, regime=args.regime, heldout=args.heldout,
+        weight_threshold=args.weight_threshold, variance_threshold=args.variance_threshold,
+    )
+    return _run(args, study, quantiles=args.quantiles, figure_samples=args.figure_samples)
+
+
 def _rerun(args) -> int:
     from .runs import rerun
 
@@ -159,7 +214,8 @@ def _rerun(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"gaussian": _gaussian, "discrete": _discrete, "rerun": _rerun}[args.command](args)
+        commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "rerun": _rerun}
+        return commands[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)
         return 2

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._validation import ConfigError, require_covariance, require_finite, require_int, require_positive, require_proportions
@@ -196,6 +195,9 @@ class GMMStudy:
 
     def summary_metrics(self) -> tuple[str, ...]:
         return METRIC_NAMES
+
+    def quantile_metrics(self) -> tuple[str, ...]:
+        return ("l2_distance",)  # heavy-tailed: Figure 13 shows its median and bands
 
     def describe(self) -> list[str]:
         return [

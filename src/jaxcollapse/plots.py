@@ -25,7 +25,8 @@ from .study import GaussianStudy
 
 __all__ = [
     "plot_risk", "plot_trajectories", "trajectory_runs", "FIGURE_REGIMES", "plot_resampled_histogram",
-    "plot_discrete_collapse", "plot_absorption_times", "write_discrete_figures",
+    "plot_discrete_collapse", "plot_absorption_times", "write_discrete_figures", "plot_metrics",
+    "plot_gmm_snapshots", "plot_gmm_l2", "write_study_figures", "GMM_SNAPSHOTS",
 ]
 
 FIGURE_REGIMES = ("replace", "accumulate-subsample", "accumulate")
@@ -209,6 +210,98 @@ def write_discrete_figures(study, settings, result, folder) -> list[str]:
         figures.append(("figure3.png", plot_resampled_histogram(study, settings.seed)))
     figures.append(("collapse.png", plot_discrete_collapse(study, result)))
     figures.append(("absorption.png", plot_absorption_times(study, result.final["absorption_generation"])))
+    for name, figure in figures:
+        figure.savefig(Path(folder) / name, dpi=110)
+        plt.close(figure)
+        names.append(name)
+    return names
+
+
+def plot_metrics(study, result, metrics=None):
+    """Every scalar metric's mean over generations with a +-2 standard-error band, and
+    each formula for its mean (solid: exact, dashed: expansion)."""
+    names = [m for m in (metrics or result.metric_names) if result.summary(m)["mean"].ndim == 1][:6]
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    generations = np.arange(result.num_generations + 1)
+    for axis, name in zip(axes.flat, names):
+        summary = result.summary(name)
+        axis.plot(generations, summary["mean"], color="tab:blue", lw=1.5, label="Monte Carlo mean")
+        axis.fill_between(generations, summary["mean"] - 2 * summary["se"], summary["mean"] + 2 * summary["se"],
+                          color="tab:blue", alpha=0.25, lw=0)
+        _theory_lines(axis, study, f"E[{name}]", generations)
+        axis.set_xlabel("generation")
+        axis.set_title(name)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(names):]:
+        axis.axis("off")
+    figure.suptitle(f"{study.command}: {result.num_chains} chains")
+    figure.tight_layout()
+    return figure
+
+
+GMM_SNAPSHOTS = (0, 50, 100, 150, 200, 350, 2000)  # the paper's Figure 7
+
+
+def plot_gmm_snapshots(study, seed: int = 0, points: int = 1000, snapshots=GMM_SNAPSHOTS):
+    """Figure 7: one chain's model at the snapshot generations (those <= G), drawn as
+    ``points`` samples coloured by component, first two coordinates."""
+    import jax
+
+    from .families.gmm import sample_with_components
+
+    shown = [g for g in snapshots if g <= study.generations] or [0]
+    result = simulate(study.program(), num_chains=1, num_generations=max(shown), seed=seed,
+                      record="trajectories", metrics=("l2_distance",))
+    figure, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.8), squeeze=False, sharex=True, sharey=True)
+    key = jax.random.key(seed)
+    for axis, generation in zip(axes[0], shown):
+        params = jax.tree.map(lambda leaf: leaf[generation, 0], result.params)
+        draws, labels = map(np.asarray, sample_with_components(jax.random.fold_in(key, generation), params, points))
+        axis.scatter(draws[:, 0], draws[:, min(1, draws.shape[1] - 1)], c=labels, cmap="coolwarm", s=3, alpha=0.6)
+        axis.set_title(f"generation {generation}", fontsize=9)
+    figure.suptitle(f"GMM samples over generations (M = {int(study.sizes[0]) if study.generations else '-'})", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_gmm_l2(runs: dict, quantiles=(0.05, 0.5, 0.95)):
+    """Figure 13: log L2 distance to p_0 against generation, one line per sample size M
+    (median over chains) with its 5-95 % band."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    for (m, result), colour in zip(sorted(runs.items()), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        band = result.quantiles("l2_distance", quantiles)[1:]
+        generations = np.arange(1, result.num_generations + 1)
+        with np.errstate(divide="ignore"):
+            axis.plot(generations, np.log(band[:, 1]), color=colour, label=f"M = {m}")
+            axis.fill_between(generations, np.log(band[:, 0]), np.log(band[:, 2]), color=colour, alpha=0.2, lw=0)
+    axis.set_xlabel("generation")
+    axis.set_ylabel("log L2 distance to p_0 (median, 5-95 %)")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def write_study_figures(study, settings, result, folder) -> list[str]:
+    """The figures of a GMM, KDE or regression run."""
+    figures = [("metrics.png", plot_metrics(study, result))]
+    if study.command == "gmm":
+        import dataclasses
+
+        from .schedules import parse_schedule
+
+        figures.append(("figure7.png", plot_gmm_snapshots(study, settings.seed)))
+        runs = {int(study.sizes[0]): result} if study.generations else {}
+        for m in settings.figure_samples:
+            if m in runs or m < study.components or not study.generations:
+                continue
+            other = dataclasses.replace(study, schedule=parse_schedule("constant", m))
+            runs[m] = simulate(other.program(), num_chains=min(settings.chains, 64), num_generations=study.generations,
+                               seed=settings.seed, metrics=("l2_distance",), quantile_metrics=("l2_distance",))
+        if runs and all(r.sketches for r in runs.values()):
+            figures.append(("figure13.png", plot_gmm_l2(runs)))
+    names = []
     for name, figure in figures:
         figure.savefig(Path(folder) / name, dpi=110)
         plt.close(figure)

@@ -32,11 +32,12 @@ from .check import absorption_time_rows, format_check, theory_curves, theory_tab
 from .discrete import DiscreteStudy
 from .engine import SimulationResult, simulate
 from .families.gaussian import minimum_samples
+from .gmm import GMMStudy
 from .study import GaussianStudy
 
 __all__ = [
     "RunSettings", "run_gaussian", "summary_rows", "load_config", "run_discrete",
-    "discrete_summary_rows", "rerun",
+    "discrete_summary_rows", "rerun", "run_study", "study_summary_rows",
 ]
 
 FORMAT_VERSION = 1
@@ -125,7 +126,7 @@ def _csv_text(header, rows) -> str:
 def _config(study, settings: RunSettings) -> dict:
     return {
         "format_version": FORMAT_VERSION,
-        "command": "discrete" if isinstance(study, DiscreteStudy) else "gaussian",
+        "command": _command(study),
         "study": study.to_json(),
         "run": asdict(settings) | {"quantiles": list(settings.quantiles), "figure_samples": list(settings.figure_samples)},
         "x64": bool(jax.config.jax_enable_x64),
@@ -142,7 +143,13 @@ def _version() -> str:
     return __version__
 
 
-STUDIES = {"gaussian": GaussianStudy, "discrete": DiscreteStudy}
+STUDIES = {"gaussian": GaussianStudy, "discrete": DiscreteStudy, "gmm": GMMStudy}
+
+
+def _command(study) -> str:
+    if isinstance(study, DiscreteStudy):
+        return "discrete"
+    return getattr(study, "command", "gaussian")
 
 
 def load_config(folder) -> tuple[GaussianStudy | DiscreteStudy, RunSettings, dict]:
@@ -160,7 +167,7 @@ def load_config(folder) -> tuple[GaussianStudy | DiscreteStudy, RunSettings, dic
 
 OUTPUT_FILES = (
     "summary.csv", "config.json", "check.csv", "report.md", "risk.png", "trajectories.png", "states.csv",
-    "chains.csv", "figure3.png", "collapse.png", "absorption.png",
+    "chains.csv", "figure3.png", "collapse.png", "absorption.png", "figure7.png", "figure13.png", "metrics.png",
 )
 
 
@@ -255,7 +262,7 @@ def _check_csv(rows, per_state: bool) -> str:
 
 
 def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
-    """Repeat the run in ``folder`` (Gaussian or discrete) into ``out`` (default: ``folder``
+    """Repeat the run in ``folder`` (any run kind) into ``out`` (default: ``folder``
     + '-rerun') and say whether its summary.csv is byte-identical to the original's."""
     study, settings, blob = load_config(folder)
     out = Path(out) if out is not None else Path(str(Path(folder).resolve()) + "-rerun")
@@ -265,7 +272,7 @@ def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tup
     original_bytes = original.read_bytes() if original.is_file() else None
     if blob.get("x64") != bool(jax.config.jax_enable_x64):
         jax.config.update("jax_enable_x64", bool(blob.get("x64")))
-    runner = run_discrete if isinstance(study, DiscreteStudy) else run_gaussian
+    runner = {"gaussian": run_gaussian, "discrete": run_discrete}.get(_command(study), run_study)
     paths, _ = runner(study, settings, out, force=force, figures=figures)
     identical = original_bytes is not None and original_bytes == paths["summary"].read_bytes()
     return out, identical
@@ -362,6 +369,70 @@ def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: 
         f"absorbed by generation {study.generations}: {absorbed:.4f} of the chains",
     ], result, rows, figure_names))
     header, table = discrete_summary_rows(study, result)
+    paths["summary"] = folder / "summary.csv"
+    _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
+    return paths, rows
+
+
+def study_summary_rows(study, result: SimulationResult, quantiles=()) -> tuple[list[str], list[list[str]]]:
+    """summary.csv of a GMM, KDE or regression run: per generation every metric's mean
+    and standard error (a vector metric gives one column pair per entry,
+    ``weight_0_mean``...), the sketched quantiles of ``study.quantile_metrics()`` and every
+    formula's values."""
+    generations = result.num_generations
+    columns: dict[str, np.ndarray | list] = {
+        "generation": np.arange(generations + 1),
+        "samples": [None] + [int(m) for m in study.sizes],
+    }
+    for metric in result.metric_names:
+        summary = result.summary(metric)
+        if summary["mean"].ndim == 1:
+            columns[f"{metric}_mean"], columns[f"{metric}_se"] = summary["mean"], summary["se"]
+            continue
+        for index in range(summary["mean"].shape[1]):
+            columns[f"{metric}_{index}_mean"] = summary["mean"][:, index]
+            columns[f"{metric}_{index}_se"] = summary["se"][:, index]
+    for metric in _quantile_metrics(study) if quantiles else ():
+        band = result.quantiles(metric, quantiles)
+        for index, q in enumerate(quantiles):
+            columns[f"{metric}_q{q:g}"] = band[:, index]
+    for curve in theory_curves(study):
+        columns.setdefault(curve.column, curve.values)
+    header = list(columns)
+    return header, [[_number(columns[name][g]) for name in header] for g in range(generations + 1)]
+
+
+def _quantile_metrics(study) -> tuple[str, ...]:
+    return tuple(getattr(study, "quantile_metrics", lambda: ())())
+
+
+def run_study(study, settings: RunSettings, folder, *, force: bool = False,
+              figures: bool = True) -> tuple[dict[str, Path], list]:
+    """Run a GMM, KDE or regression ``study`` and write its folder: config.json,
+    summary.csv, check.csv (its formulas against the simulation), report.md, figures."""
+    folder = prepare_folder(folder, force)
+    paths = {"config": folder / "config.json"}
+    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+    result = simulate(
+        study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
+        record="summary", metrics=study.summary_metrics(),
+        quantile_metrics=_quantile_metrics(study) if settings.quantiles else (),
+        chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
+    )
+    rows = theory_table(study, result)
+    paths["check"] = folder / "check.csv"
+    _atomic_write(paths["check"], _check_csv(rows, per_state=False))
+    figure_names = []
+    if figures:
+        from .plots import write_study_figures
+
+        figure_names = write_study_figures(study, settings, result, folder)
+        paths.update({name: folder / name for name in figure_names})
+    paths["report"] = folder / "report.md"
+    _atomic_write(paths["report"], _report(f"jaxcollapse {study.command} study", study.describe() + [
+        f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}",
+    ], result, rows, figure_names))
+    header, table = study_summary_rows(study, result, settings.quantiles)
     paths["summary"] = folder / "summary.csv"
     _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
     return paths, rows

@@ -267,15 +267,21 @@ def _placeholder(k, dim, dtype) -> GMMParams:
     return GMMParams(jnp.full((k,), 1.0 / k, dtype), jnp.zeros((k, dim), dtype), eye, eye, zero, zero)
 
 
-def sample(key, params: GMMParams, n: int):
-    """n draws: a component by inverse CDF of the weights, then its Gaussian."""
+def sample_with_components(key, params: GMMParams, n: int):
+    """n draws and the component of each: a component by inverse CDF of the weights, then
+    its Gaussian."""
     component_key, normal_key = jax.random.split(key)
     dtype = params.means.dtype
     edges = jnp.cumsum(params.weights)[:-1] / jnp.sum(params.weights)
     u = jax.random.uniform(component_key, (n,), dtype)
     component = jnp.sum(u[:, None] >= edges[None, :], axis=-1)
     z = jax.random.normal(normal_key, (n, params.means.shape[-1]), dtype)
-    return params.means[component] + jnp.einsum("nij,nj->ni", params.cov_cholesky[component], z)
+    return params.means[component] + jnp.einsum("nij,nj->ni", params.cov_cholesky[component], z), component
+
+
+def sample(key, params: GMMParams, n: int):
+    """n draws from the mixture."""
+    return sample_with_components(key, params, n)[0]
 
 
 def gaussian_overlap(a: GMMParams, b: GMMParams):
