@@ -330,6 +330,10 @@ def test_json_round_trip_and_describe(rng):
         lines = study.describe()
         assert all(isinstance(line, str) and "\n" not in line for line in lines)
     assert RegressionStudy.command == "regression"
+    numpy_numbers = RegressionStudy(generations=np.int64(3), samples=np.int64(20), dim=np.int32(2), noise=np.float32(2),
+                                    policy="accumulate", design_seed=np.int64(4))
+    assert json.loads(json.dumps(numpy_numbers.to_json()))["samples"] == 20
+    assert numpy_numbers == regression_study(20, 2, 3, noise=2.0, regime="accumulate", design_seed=4)
     np.testing.assert_array_equal(studies[1].design_array(), design)
     assert studies[1].sizes.tolist() == [15] * 7 and studies[1].resolved_path == "data"
     assert studies[0].resolved_path == "sufficient"

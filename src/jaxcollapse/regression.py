@@ -117,22 +117,27 @@ class RegressionStudy:
     command: ClassVar[str] = "regression"
 
     def __post_init__(self):
-        require_int("generations", self.generations, 0)
+        # plain Python numbers, so that to_json never meets a numpy scalar
+        object.__setattr__(self, "generations", require_int("generations", self.generations, 0))
         dim = require_int("dim d", self.dim, 1)
         samples = require_int("samples T", self.samples, 1)
+        object.__setattr__(self, "dim", dim)
+        object.__setattr__(self, "samples", samples)
         if samples < dim:
             raise ConfigError(
                 f"samples T must be >= dim d = {dim} (with fewer rows than features the least-squares fit "
                 f"is not unique); got T = {samples}"
             )
-        require_positive("noise sigma", self.noise)
+        object.__setattr__(self, "noise", require_positive("noise sigma", self.noise))
+        if isinstance(self.policy, str) and self.policy.partition(":")[0] in REGRESSION_REGIMES:
+            object.__setattr__(self, "policy", parse_policy(self.policy))
         if not isinstance(self.policy, DataPolicy) or self.policy.kind not in REGRESSION_REGIMES:
             shown = self.policy.describe() if isinstance(self.policy, DataPolicy) else self.policy
             raise ConfigError(
                 f"regression chains support the regimes {', '.join(map(repr, REGRESSION_REGIMES))}; got {shown!r}"
             )
         require_choice("design", self.design, DESIGNS)
-        require_int("design_seed", self.design_seed, 0)
+        object.__setattr__(self, "design_seed", require_int("design_seed", self.design_seed, 0))
         require_choice("path", self.path, PATHS)
         if self.true_weights is not None:
             weights = _as_matrix("true_weights", self.true_weights)
@@ -293,7 +298,7 @@ class RegressionStudy:
             )
 
         initial = RegressionParams(weights_star, jnp.zeros((dim, dim), dtype) if per_chain else None)
-        # float32 words of the working set: labels, X and its temporaries on the data path
+        # floats in the working set: labels, X and its temporaries on the data path
         # (X is drawn at generation 0 on either path), factors and triangular solves
         floats = 3 * dim * dim + 8 * dim
         if data_path:
