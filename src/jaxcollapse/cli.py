@@ -100,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     gmm.add_argument("--quantiles", type=_floats, default=(0.05, 0.5, 0.95), help="of the L2 distance")
     gmm.add_argument("--figure-samples", type=_ints, default=(100, 300), help="extra M of Figure 13 (64 chains each)")
 
+    regression = commands.add_parser(
+        "regression", help="linear regression refitted on its own labels (Gerstgrasser et al. 2024)")
+    regression.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
+    regression.add_argument("--generations", type=int, default=50, help="fitted generations G (default 50)")
+    regression.add_argument("--samples", type=int, default=100, help="T, rows of the fixed design (default 100)")
+    regression.add_argument("--dim", type=int, default=10, help="d, features (default 10)")
+    regression.add_argument("--noise", type=float, default=1.0, help="sigma, label noise (default 1)")
+    regression.add_argument("--regime", default="replace", help="replace | accumulate (default replace)")
+    regression.add_argument("--design", default="per-chain",
+                            help="per-chain (a Gaussian design per chain) | shared (one for all chains)")
+    regression.add_argument("--design-seed", type=int, default=0, help="seed of the shared design (default 0)")
+    regression.add_argument("--design-file", default=None,
+                            help="CSV of a shared design, T rows of d numbers (overrides --design and --samples)")
+    regression.add_argument("--path", default="auto", help="auto | data | sufficient (default auto)")
+    _add_run_arguments(regression, "results/regression")
+
     rerun = commands.add_parser("rerun", help="repeat a run from its config.json and compare")
     rerun.add_argument("folder")
     rerun.add_argument("--out", default=None, help="where to write (default FOLDER-rerun)")
@@ -200,6 +216,27 @@ def _gmm(args) -> int:
     return _run(args, study, quantiles=args.quantiles, figure_samples=args.figure_samples)
 
 
+def _regression(args) -> int:
+    _x64(args)
+    from .regression import regression_study
+
+    design = args.design
+    samples, dim = args.samples, args.dim
+    if args.design_file is not None:
+        import numpy as np
+
+        try:
+            design = np.loadtxt(args.design_file, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"could not read --design-file {args.design_file!r} as CSV numbers: {error}") from error
+        samples, dim = design.shape
+    study = regression_study(
+        samples=samples, dim=dim, generations=args.generations, noise=args.noise, regime=args.regime,
+        design=design, design_seed=args.design_seed, path=args.path,
+    )
+    return _run(args, study)
+
+
 def _rerun(args) -> int:
     from .runs import rerun
 
@@ -214,7 +251,8 @@ def _rerun(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "rerun": _rerun}
+        commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "regression": _regression,
+                    "rerun": _rerun}
         return commands[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)

@@ -33,6 +33,7 @@ from .discrete import DiscreteStudy
 from .engine import SimulationResult, simulate
 from .families.gaussian import minimum_samples
 from .gmm import GMMStudy
+from .regression import RegressionStudy
 from .study import GaussianStudy
 
 __all__ = [
@@ -143,7 +144,7 @@ def _version() -> str:
     return __version__
 
 
-STUDIES = {"gaussian": GaussianStudy, "discrete": DiscreteStudy, "gmm": GMMStudy}
+STUDIES = {"gaussian": GaussianStudy, "discrete": DiscreteStudy, "gmm": GMMStudy, "regression": RegressionStudy}
 
 
 def _command(study) -> str:

@@ -14,11 +14,11 @@ the model's mean is the weighted mean of the points and its covariance the weigh
 
 Degenerate data. A rule's H vanishes when every point coincides (a resampling regime can
 fix one point: ``mix:0,1,0``), and is singular when the points span fewer than d
-dimensions. The rules therefore use H + eps I with eps = 64 x machine epsilon x trace(H)/d
-+ sqrt(smallest normal number) (about 8e-6 relative in float32, 1.4e-14 in float64, and
-an absolute kernel width near 1e-19 in float32): the Cholesky factor stays finite, whitened
-distances cannot overflow below ~1e9 data units, and nothing becomes NaN. A fixed
-bandwidth uses H = h^2 I exactly.
+dimensions. The rules therefore use H + eps I with eps = sqrt(smallest normal number) (a
+kernel width near 1e-19 in float32: whitened distances cannot overflow below ~1e9 data
+units) plus, in d > 1 dimensions, 64 machine epsilons x trace(H) / d (8e-6 relative in
+float32, 1.4e-14 in float64), the margin a Cholesky factor of a near-singular matrix needs
+to stay finite. Nothing becomes NaN. A fixed bandwidth uses H = h^2 I exactly.
 
 Generation 0 is p_0 itself, not a KDE: its parameters (``initial_params``) carry
 ``is_p0 = True`` and its metrics are p_0's own values, computed on the host
@@ -162,11 +162,13 @@ def _rule_kernel(points, weights, rule: str):
     cov = scatter / jnp.where(denominator > 0, denominator, 1.0)  # one point: C = 0, floored below
     kernel = _kernel_factor(weights, rule, dim) ** 2 * cov
     finfo = jnp.finfo(dtype)
-    floor = _FLOOR_EPS * finfo.eps * jnp.trace(kernel) / dim + jnp.sqrt(jnp.asarray(finfo.tiny, dtype))
+    floor = jnp.sqrt(jnp.asarray(finfo.tiny, dtype))
+    if dim == 1:  # a sum of squares: never negative, so no relative floor; no LAPACK call
+        sd = jnp.sqrt(kernel + floor)
+        return sd, 1.0 / sd, 2.0 * jnp.log(sd[0, 0])
+    # Cholesky needs a margin above the rounding errors of a (near-)singular covariance
+    floor = floor + _FLOOR_EPS * finfo.eps * jnp.trace(kernel) / dim
     kernel = kernel + floor * jnp.eye(dim, dtype=dtype)
-    if dim == 1:  # no LAPACK call in one dimension
-        sd = jnp.sqrt(kernel)
-        return sd, 1.0 / sd, jnp.log(kernel[0, 0])
     chol = jnp.linalg.cholesky(0.5 * (kernel + kernel.T))
     inv_chol = jax.scipy.linalg.solve_triangular(chol, jnp.eye(dim, dtype=dtype), lower=True)
     return chol, inv_chol, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
