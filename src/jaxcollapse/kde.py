@@ -130,21 +130,27 @@ class KDEStudy:
         )
 
     def theory_curves(self) -> list:
-        """Exact E[variance] and E[mean_error] (fixed bandwidth, replace regime, any p_0 with
-        a finite variance) and the naive V_0 + n d h^2 as an expansion."""
+        """Exact E[variance] and E[mean_error] of the replace regime (any p_0 with a finite
+        variance; a fixed bandwidth or a rule) and, for a fixed h, the naive V_0 + n d h^2
+        as an expansion (:mod:`jaxcollapse.theory.kde`)."""
         from .check import Curve  # check imports the studies
 
-        if not (self.fixed_bandwidth and self.policy.kind == "replace" and self.generations):
+        if self.policy.kind != "replace" or not self.generations:
             return []
         arguments = (self.sizes, float(np.trace(self.initial.cov)), self.dim, self.bandwidth)
-        return [
-            Curve("E[variance]", "exact (1 - 1/M) V + d h^2", "exact", "variance_exact",
-                  theory.variance_exact(*arguments)),
-            Curve("E[variance]", "adds d h^2 per generation", "expansion", "variance_naive",
-                  theory.variance_expansion(*arguments)),
-            Curve("E[mean_error]", "exact (martingale)", "exact", "mean_error_exact",
-                  theory.mean_error_exact(*arguments)),
-        ]
+        if self.fixed_bandwidth:
+            curves = [
+                Curve("E[variance]", "exact (1 - 1/M) V + d h^2", "exact", "variance_exact",
+                      theory.variance_exact(*arguments)),
+                Curve("E[variance]", "adds d h^2 per generation", "expansion", "variance_naive",
+                      theory.variance_expansion(*arguments)),
+            ]
+        else:
+            curves = [Curve("E[variance]", f"exact (1 - 1/M + f^2) V, {self.bandwidth}", "exact", "variance_exact",
+                            theory.variance_exact(*arguments))]
+        curves.append(Curve("E[mean_error]", "exact (martingale)", "exact", "mean_error_exact",
+                            theory.mean_error_exact(*arguments)))
+        return curves
 
     def describe(self) -> list[str]:
         """One-line facts for a report."""
@@ -162,9 +168,13 @@ class KDEStudy:
             lines.append(f"w2: numerical ({W2_GRID}-point CDF grid, {W2_LEVELS} quantile levels; about 0.1 % "
                          "relative, up to 1 % with narrow kernels between separated modes)")
         sizes = self.sizes
-        if self.fixed_bandwidth and self.policy.kind == "replace" and len(sizes) and np.all(sizes == sizes[0]):
-            limit = theory.variance_limit(int(sizes[0]), self.dim, self.bandwidth)
-            lines.append(f"E[variance] -> M d h^2 = {limit:g} as generations grow (exact recursion)")
+        if self.policy.kind == "replace" and len(sizes) and np.all(sizes == sizes[0]):
+            if self.fixed_bandwidth:
+                limit = theory.variance_limit(int(sizes[0]), self.dim, self.bandwidth)
+                lines.append(f"E[variance] -> M d h^2 = {limit:g} as generations grow (exact recursion)")
+            else:
+                growth = 1.0 - 1.0 / sizes[0] + float(theory.rule_factor_squared(sizes[0], self.dim, self.bandwidth))
+                lines.append(f"E[variance] grows by a factor 1 - 1/M + f^2 = {growth:.4g} per generation (exact)")
         return lines
 
     def to_json(self) -> dict:

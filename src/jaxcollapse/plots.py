@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 FIGURE_REGIMES = ("replace", "accumulate-subsample", "accumulate")
-_STYLES = {"exact": "-", "expansion": "--", "lower bound": ":"}
+_STYLES = {"exact": "-", "expansion": "--", "lower bound": ":", "upper bound": "-."}
 _COLOURS = ("black", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
 
 
