@@ -68,3 +68,14 @@ def test_regression_reads_a_design_file(tmp_path, capsys):
 def test_bad_flags_give_clear_errors(tmp_path, capsys, flags, match):
     assert main([*flags, "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_kde_check_agrees_with_the_exact_variance_and_not_with_adding_h2(tmp_path, capsys):
+    out = tmp_path / "kde"
+    assert main(["kde", "--chains", "2000", "--generations", "6", "--samples", "10", "--bandwidth", "0.5",
+                 "--no-progress", "--no-figures", "--out", str(out), "--check"]) == 0
+    printed = capsys.readouterr().out
+    assert "AGREES   E[variance]" in printed
+    assert "DISAGREES E[variance]" in printed  # the naive V_0 + n h^2 ignores the (1 - 1/M) shrink
+    rows = _read(out / "summary.csv")
+    assert {"variance_mean", "variance_se", "variance_exact", "heldout_nll_mean", "w2_mean"} <= set(rows[0])

@@ -11,6 +11,7 @@ from ._validation import ConfigError
 from .discrete import DiscreteStudy, discrete_study
 from .engine import ChainProgram, SimulationResult, simulate
 from .gmm import GMMStudy, gmm_study
+from .kde import KDEStudy, kde_study
 from .regression import RegressionStudy, regression_study
 from .families import Family, GaussianParams, SufficientStatistics, gaussian
 from .initial import (
@@ -25,7 +26,7 @@ __all__ = [
     "SufficientStatistics", "gaussian", "InitialDistribution", "laplace_initial", "mixture_initial",
     "normal_initial", "numpyro_initial", "student_t_initial", "DataPolicy", "parse_policy", "Schedule",
     "constant", "explicit", "geometric", "linear", "parse_schedule", "power", "GaussianStudy",
-    "gaussian_study", "DiscreteStudy", "discrete_study", "GMMStudy", "gmm_study", "RegressionStudy",
+    "gaussian_study", "DiscreteStudy", "discrete_study", "GMMStudy", "gmm_study", "KDEStudy", "kde_study", "RegressionStudy",
     "regression_study",
 ]
 __version__ = "0.1.0"

@@ -100,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     gmm.add_argument("--quantiles", type=_floats, default=(0.05, 0.5, 0.95), help="of the L2 distance")
     gmm.add_argument("--figure-samples", type=_ints, default=(100, 300), help="extra M of Figure 13 (64 chains each)")
 
+    kde = commands.add_parser("kde", help="Gaussian kernel density estimators refitted on their own samples")
+    _add_chain_arguments(kde, chains=1000, generations=100, samples=100)
+    kde.add_argument("--bandwidth", default="0.1", help="h > 0 (kernel sd) | scott | silverman (default 0.1)")
+    kde.add_argument("--dim", type=int, default=1, help="dimension d (default 1)")
+    kde.add_argument("--mean", type=float, default=0.0, help="mean of p0 (every coordinate)")
+    kde.add_argument("--sigma", type=float, default=1.0, help="standard deviation (scale) of p0")
+    kde.add_argument("--p0", default="normal", help="normal | student-t:DF | laplace | mixture:SEPARATION")
+    kde.add_argument("--heldout", type=int, default=256, help="held-out real points for the NLL (default 256)")
+    _add_run_arguments(kde, "results/kde")
+
     regression = commands.add_parser(
         "regression", help="linear regression refitted on its own labels (Gerstgrasser et al. 2024)")
     regression.add_argument("--chains", type=int, default=10_000, help="independent chains (default 10000)")
@@ -216,6 +226,19 @@ def _gmm(args) -> int:
     return _run(args, study, quantiles=args.quantiles, figure_samples=args.figure_samples)
 
 
+def _kde(args) -> int:
+    _x64(args)
+    from .initial import parse_initial
+    from .kde import kde_study
+
+    study = kde_study(
+        samples=args.samples, generations=args.generations, bandwidth=args.bandwidth, schedule=args.schedule,
+        regime=args.regime, dim=args.dim, initial=parse_initial(args.p0, args.mean, args.sigma, args.dim),
+        heldout=args.heldout,
+    )
+    return _run(args, study)
+
+
 def _regression(args) -> int:
     _x64(args)
     from .regression import regression_study
@@ -251,7 +274,7 @@ def _rerun(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "regression": _regression,
+        commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "kde": _kde, "regression": _regression,
                     "rerun": _rerun}
         return commands[args.command](args)
     except ConfigError as error:

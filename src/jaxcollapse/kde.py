@@ -106,6 +106,8 @@ class KDEStudy:
         return ()
 
     def program(self) -> ChainProgram:
+        """The chain: :func:`data_path_program` with the KDE family; generation 0's
+        parameters are p_0 (``is_p0``) shaped like the buffer the fit sees."""
         family = self.family()
         reference = self.reference()
         dim = self.dim

@@ -33,6 +33,7 @@ from .discrete import DiscreteStudy
 from .engine import SimulationResult, simulate
 from .families.gaussian import minimum_samples
 from .gmm import GMMStudy
+from .kde import KDEStudy
 from .regression import RegressionStudy
 from .study import GaussianStudy
 
@@ -144,7 +145,8 @@ def _version() -> str:
     return __version__
 
 
-STUDIES = {"gaussian": GaussianStudy, "discrete": DiscreteStudy, "gmm": GMMStudy, "regression": RegressionStudy}
+STUDIES = {"gaussian": GaussianStudy, "discrete": DiscreteStudy, "gmm": GMMStudy, "kde": KDEStudy,
+           "regression": RegressionStudy}
 
 
 def _command(study) -> str:

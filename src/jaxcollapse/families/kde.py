@@ -14,11 +14,12 @@ the model's mean is the weighted mean of the points and its covariance the weigh
 
 Degenerate data. A rule's H vanishes when every point coincides (a resampling regime can
 fix one point: ``mix:0,1,0``), and is singular when the points span fewer than d
-dimensions. The rules therefore use H + eps I with eps = sqrt(smallest normal number) (a
-kernel width near 1e-19 in float32: whitened distances cannot overflow below ~1e9 data
-units) plus, in d > 1 dimensions, 64 machine epsilons x trace(H) / d (8e-6 relative in
-float32, 1.4e-14 in float64), the margin a Cholesky factor of a near-singular matrix needs
-to stay finite. Nothing becomes NaN. A fixed bandwidth uses H = h^2 I exactly.
+dimensions. The rules therefore use H + eps I with eps = sqrt(smallest normal number)
+(1.1e-19 in float32, a kernel width of 3.3e-10 whose squared whitened distances stay
+finite up to distances of ~6e9) plus, in d > 1 dimensions, 64 machine epsilons x
+trace(H) / d (8e-6 relative in float32, 1.4e-14 in float64), the margin a Cholesky factor
+of a near-singular matrix needs to stay finite. Nothing becomes NaN. A fixed bandwidth
+uses H = h^2 I exactly.
 
 Generation 0 is p_0 itself, not a KDE: its parameters (``initial_params``) carry
 ``is_p0 = True`` and its metrics are p_0's own values, computed on the host
@@ -61,18 +62,19 @@ from .._validation import ConfigError, require_int
 from .base import Family
 
 __all__ = [
-    "KDEParams", "KDEReference", "kde", "kde_reference", "initial_params", "wasserstein2", "metric_names",
+    "KDEParams", "KDEReference", "kde", "kde_reference", "initial_params", "wasserstein2", "probit_quantiles",
+    "log_density", "p0_quantiles", "heldout_sample", "metric_names",
     "parse_bandwidth", "minimum_samples", "BANDWIDTH_RULES", "W2_GRID", "W2_LEVELS", "W2_STRETCH", "W2_PAD",
 ]
 
 BANDWIDTH_RULES = ("scott", "silverman")
 W2_GRID = 256  # points of the CDF grid (cost O(R x W2_GRID) per chain and generation)
 W2_LEVELS = 2048  # quantile levels of the W2 quadrature (host constants; O(W2_LEVELS log W2_GRID))
-W2_STRETCH = 2.0  # t_j = W2_STRETCH * Phi^-1(v_j): finer levels in the tails, u down to 2e-12
+W2_STRETCH = 2.0  # t_j = W2_STRETCH * Phi^-1(v_j): finer levels in the tails, u down to 1.5e-12
 W2_PAD = 8.0  # the grid spans the points +- W2_PAD kernel widths: F(lo) < Phi(-8) < u_min
 _FLOOR_EPS = 64.0  # H floor of the rules, in machine epsilons relative to trace(H) / d
 _LOG_2PI = math.log(2.0 * math.pi)
-_HELDOUT_TAG = 0x4B4445  # "KDE": the held-out key is not the key of any seed-0 run
+_HELDOUT_TAG = 0x4B4445  # "KDE": the held-out stream is not that of a plain seed
 
 
 class KDEParams(NamedTuple):
@@ -142,9 +144,9 @@ def metric_names(dim: int) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- fit and sample
 
 
-def _kernel_factor(count_weights, rule: str, dim: int):
+def _kernel_factor(weights, rule: str, dim: int):
     """scipy's bandwidth factor from the normalised weights."""
-    n_eff = 1.0 / jnp.sum(count_weights**2)
+    n_eff = 1.0 / jnp.sum(weights**2)
     if rule == "scott":
         return n_eff ** (-1.0 / (dim + 4))
     return (n_eff * (dim + 2) / 4.0) ** (-1.0 / (dim + 4))
@@ -200,11 +202,11 @@ def _moments(params):
 def log_density(params, x):
     """log KDE(x) at the rows of ``x`` (shape (T, d)); a logsumexp over the points."""
     dim = params.points.shape[-1]
-    whitened_x = x @ params.inv_chol.T
-    whitened_points = params.points @ params.inv_chol.T
-    # differences, not |a|^2 + |b|^2 - 2 a.b, which cancels catastrophically in float32
-    difference = whitened_x[:, None, :] - whitened_points[None, :, :]
-    exponent = -0.5 * jnp.sum(difference * difference, axis=-1)
+    # differences first, then whitened: |a|^2 + |b|^2 - 2 a.b would cancel catastrophically
+    # in float32, and whitening before subtracting loses digits far from the origin
+    difference = x[:, None, :] - params.points[None, :, :]
+    whitened = difference * params.inv_chol[0, 0] if dim == 1 else difference @ params.inv_chol.T
+    exponent = -0.5 * jnp.sum(whitened * whitened, axis=-1)
     return logsumexp(exponent, b=params.weights, axis=-1) - 0.5 * (params.log_det + dim * _LOG_2PI)
 
 
@@ -219,14 +221,33 @@ def wasserstein2(params, reference):
        (outside the grid: slope s, the asymptotic slope of a Gaussian tail).
     3. W2^2 = sum_j w_j (quantile_j - p_0 quantile_j)^2: the midpoint rule in v for
        u = Phi(c Phi^-1(v)) with c = ``W2_STRETCH``, ``W2_LEVELS`` levels (1/1024 in u at
-       the centre, u down to 2e-12 in the tails); p_0's quantiles are host constants.
+       the centre, u down to 1.5e-12 in the tails); p_0's quantiles are host constants.
 
-    Accuracy against brentq quantiles integrated by ``scipy.integrate.quad`` (float64,
-    tests/test_kde.py): 0.01 % to 0.1 % relative in typical cases (kernel width above the
-    grid spacing, Gaussian, Student-t or bimodal p_0), up to about 1 % where both p_0 and
-    the KDE have near-empty gaps narrower than the levels resolve (bimodal p_0 with modes
-    at +-4 and h = 0.1: -0.6 %); with a kernel narrower than the grid spacing the
-    interpolated quantiles are off by up to a grid spacing.
+    Cost per chain and generation: O(R x ``W2_GRID``) for the grid plus ``W2_LEVELS``
+    binary searches in it (about 75 us per chain at R = 20 on a 2-core CPU).
+
+    Accuracy against brentq quantiles integrated by ``scipy.integrate.quad`` (float64), 40
+    points: 0.0 % to 0.1 % relative where the kernel is wider than the grid spacing
+    (N(0, 1) p_0 with h = 0.3 or 0.01, a collapsed KDE, Student-t(3) p_0, a bimodal p_0
+    with Scott's rule, Laplace p_0 with h = 0.05); up to about 1 % where p_0 and the KDE
+    both have near-empty gaps narrower than the levels resolve (modes at +-4, h = 0.1:
+    -0.2 % to -0.6 %). With a kernel much narrower than the grid spacing the interpolated
+    quantiles can be off by up to a grid spacing. tests/test_kde.py asserts 0.5 % on four
+    such cases.
+    """
+    gap = probit_quantiles(params, reference.w2_nodes) - reference.w2_quantiles
+    return jnp.sqrt(jnp.sum(reference.w2_weights * gap * gap))
+
+
+def probit_quantiles(params, t):
+    """Quantiles of a 1-D KDE at the levels u = Phi(t) (steps 1 and 2 of
+    :func:`wasserstein2`); ``t`` sorted.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> one_point = kde(1, 0.5).fit(None, jnp.array([[1.0]]), jnp.ones(1))
+        >>> [round(float(q), 3) for q in probit_quantiles(one_point, jnp.array([-1.0, 0.0, 6.0]))]  # 1 + 0.5 t
+        [0.5, 1.0, 4.0]
     """
     x = params.points[:, 0]
     weights = params.weights
@@ -237,18 +258,16 @@ def wasserstein2(params, reference):
     grid = lo + (hi - lo) * jnp.linspace(0.0, 1.0, W2_GRID, dtype=x.dtype)
     a = (grid[:, None] - x[None, :]) / s
     tail = ndtr(-jnp.abs(a))  # the smaller of Phi(a), Phi(-a), accurate in either tail
-    below = jnp.where(a < 0, tail, 1.0 - tail)
-    cdf = below @ weights
-    survival = (1.0 - below) @ weights
+    # F and S each from the small side: 1 - (1 - tail) would lose the upper tail
+    cdf = jnp.where(a < 0, tail, 1.0 - tail) @ weights
+    survival = jnp.where(a < 0, 1.0 - tail, tail) @ weights
     smallest = jnp.asarray(1e-30, x.dtype)
     z = jnp.where(cdf < 0.5, ndtri(jnp.maximum(cdf, smallest)), -ndtri(jnp.maximum(survival, smallest)))
     z = jax.lax.cummax(z)
-    t = reference.w2_nodes
     quantile = jnp.interp(t, z, grid)
+    # beyond the grid (never with the W2 levels: z(lo) < -8 < t_min) extend with slope s
     quantile = jnp.where(t < z[0], grid[0] + (t - z[0]) * s, quantile)
-    quantile = jnp.where(t > z[-1], grid[-1] + (t - z[-1]) * s, quantile)
-    gap = quantile - reference.w2_quantiles
-    return jnp.sqrt(jnp.sum(reference.w2_weights * gap * gap))
+    return jnp.where(t > z[-1], grid[-1] + (t - z[-1]) * s, quantile)
 
 
 def _metrics(params, reference):
@@ -319,7 +338,7 @@ def _mixture_quantiles(weights, means, sds, nodes):
     upper = np.full(nodes.shape, float(np.max(means + 60.0 * sds)))
     low_half = nodes < 0
     target = np.where(low_half, scipy_special.log_ndtr(nodes), scipy_special.log_ndtr(-nodes))
-    for _ in range(200):
+    for _ in range(80):  # 80 halvings take any bracket narrower than 1e10 below 1e-13
         middle = 0.5 * (lower + upper)
         a = (middle[:, None] - means) / sds
         log_cdf = scipy_special.logsumexp(scipy_special.log_ndtr(a), b=weights, axis=-1)
@@ -333,8 +352,8 @@ def _mixture_quantiles(weights, means, sds, nodes):
 def p0_quantiles(initial, nodes) -> np.ndarray:
     """p_0's quantiles at u = Phi(t) for each node t (1-D p_0), in float64: exact for a
     normal, scipy's ppf / isf (the upper half through the survival function) for Student-t
-    and Laplace, bisection for a normal mixture; a generic numpyro p_0 uses its ``icdf``
-    where it has one, else the empirical quantiles of 10^6 draws (approximate)."""
+    and Laplace, bisection for a normal mixture; a generic numpyro p_0 uses its ``icdf`` in
+    float64 where it has one, else the empirical quantiles of 10^6 draws (approximate)."""
     nodes = np.asarray(nodes, np.float64)
     kind, params = initial.kind, initial.params
     if kind == "normal":
@@ -348,24 +367,54 @@ def p0_quantiles(initial, nodes) -> np.ndarray:
     if kind == "mixture":
         return _mixture_quantiles(params["weights"], params["means"], params["sds"], nodes)
     distribution = initial.distribution
+    levels = scipy_special.ndtr(nodes)
     try:
-        return np.asarray(distribution.icdf(jnp.asarray(scipy_special.ndtr(nodes))), np.float64).reshape(-1)
+        with jax.enable_x64(True):  # float32 would round the upper levels (1 - 1e-12) to 1
+            quantiles = np.asarray(distribution.icdf(jnp.asarray(levels, jnp.float64)), np.float64).reshape(-1)
     except (NotImplementedError, AttributeError):
+        quantiles = np.full(nodes.shape, np.nan)
+    missing = ~np.isfinite(quantiles)
+    if np.any(missing):
         draws = np.asarray(distribution.sample(jax.random.key(0), (1_000_000,)), np.float64).reshape(-1)
-        return np.quantile(draws, scipy_special.ndtr(nodes))
+        quantiles[missing] = np.quantile(draws, levels[missing])
+    return quantiles
 
 
 def _p0_log_density(initial, x: np.ndarray) -> np.ndarray:
-    if initial.is_gaussian:
+    """log p_0 at the rows of ``x``, in float64 (scipy) for the named kinds."""
+    kind, params = initial.kind, initial.params
+    if kind == "normal":
         return scipy_stats.multivariate_normal(initial.mean, initial.cov).logpdf(x).reshape(-1)
-    values = initial.distribution.log_prob(jnp.asarray(x.reshape(-1) if initial.dim == 1 else x))
-    return np.asarray(values, np.float64).reshape(-1)
+    values = x.reshape(-1)
+    if kind == "student-t":
+        return scipy_stats.t(params["df"], params["loc"], params["scale"]).logpdf(values)
+    if kind == "laplace":
+        return scipy_stats.laplace(params["loc"], params["scale"]).logpdf(values)
+    if kind == "mixture":
+        components = scipy_stats.norm(np.asarray(params["means"]), np.asarray(params["sds"])).logpdf(values[:, None])
+        return scipy_special.logsumexp(components, b=np.asarray(params["weights"]), axis=-1)
+    log_prob = initial.distribution.log_prob(jnp.asarray(values if initial.dim == 1 else x))
+    return np.asarray(log_prob, np.float64).reshape(-1)
 
 
 def heldout_sample(initial, heldout: int, seed: int) -> np.ndarray:
-    """The fixed held-out sample of p_0: ``heldout`` draws under ``seed``, shape (T, d)."""
-    key = jax.random.fold_in(jax.random.key(seed), _HELDOUT_TAG)
-    return np.asarray(initial.sampler(initial.dim)(key, heldout), np.float64)
+    """The fixed held-out sample of p_0: ``heldout`` draws under ``seed``, shape (T, d),
+    drawn on the host in float64 by numpy (a generic numpyro p_0 by its own sampler)."""
+    rng = np.random.default_rng([seed, _HELDOUT_TAG])
+    kind, params = initial.kind, initial.params
+    if kind == "normal":
+        return initial.mean + rng.standard_normal((heldout, initial.dim)) @ np.linalg.cholesky(initial.cov).T
+    if kind == "student-t":
+        draws = params["loc"] + params["scale"] * rng.standard_t(params["df"], heldout)
+    elif kind == "laplace":
+        draws = rng.laplace(params["loc"], params["scale"], heldout)
+    elif kind == "mixture":
+        component = rng.choice(len(params["weights"]), size=heldout, p=np.asarray(params["weights"]))
+        draws = np.asarray(params["means"])[component] + np.asarray(params["sds"])[component] * rng.standard_normal(heldout)
+    else:
+        key = jax.random.fold_in(jax.random.key(seed), _HELDOUT_TAG)
+        return np.asarray(initial.sampler(initial.dim)(key, heldout), np.float64)
+    return draws.reshape(heldout, 1)
 
 
 def kde_reference(initial, heldout: int = 256, heldout_seed: int = 0) -> KDEReference:
