@@ -9,7 +9,7 @@ import pytest
 
 from jaxcollapse.cli import main
 
-SMALL = ["--chains", "300", "--generations", "6", "--samples", "20", "--figure-samples", "20,50", "--no-progress"]
+SMALL = ["--chains", "300", "--generations", "6", "--samples", "20", "--figure-samples", "20", "--no-progress"]
 
 
 def _read(path):
