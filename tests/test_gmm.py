@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 from jaxcollapse import ConfigError, simulate
+from jaxcollapse.families.base import Family
 from jaxcollapse.families.gmm import (
-    _em, cholesky, gaussian_overlap, gmm, gmm_params, gmm_reference, l2_distance, lower_inverse,
+    _em, _em_step_unrolled, _em_step_vectorised, cholesky, gaussian_overlap, gmm, gmm_params, gmm_reference, l2_distance, lower_inverse,
     mixture_log_density, sample,
 )
 from jaxcollapse.gmm import GMMStudy, gmm_initial, gmm_study, parse_gmm_initial
+from jaxcollapse.policies import DataPolicy
+from jaxcollapse.programs import data_path_program
 
 sklearn_mixture = pytest.importorskip("sklearn.mixture")
 
@@ -116,7 +119,7 @@ def test_study_runs_every_regime_and_starts_at_p0():
         result = simulate(study.program(), num_chains=16, num_generations=3, seed=0)
         for name in result.metric_names:
             assert np.all(np.isfinite(result.summary(name)["mean"])), (regime, name)
-        assert result.summary("l2_distance")["mean"][0] == 0.0
+        assert result.summary("l2_distance")["mean"][0] < 1e-9  # p_0 itself, up to float32 rounding
         assert np.all(result.summary("l2_distance")["mean"][1:] > 0)
         weights = result.summary("weight")["mean"]
         np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
@@ -138,15 +141,13 @@ def test_collapse_shrinks_the_variance_and_grows_the_l2_distance():
     assert np.mean(loglik[40] < loglik[1]) > 0.85
 
 
-def test_blob_p0_pads_with_empty_components_and_fresh_starts_run():
+def test_blob_p0_pads_with_empty_components_and_a_fresh_start_runs():
     # init "previous" runs in every other study test, "kmeans" in the family's fit
-    for init in ("kmeans++",):
-        study = gmm_study(samples=50, generations=2, p0="blob", components=3, iterations=3, init=init, heldout=20)
-        params = study.initial_params()
-        np.testing.assert_allclose(params.weights, [1.0, 0.0, 0.0])
-        result = simulate(study.program(), num_chains=16, num_generations=2, seed=0)
-        assert result.summary("collapsed")["mean"][0] == 2.0  # the padding counts as collapsed
-        assert np.all(np.isfinite(result.summary("l2_distance")["mean"]))
+    study = gmm_study(samples=50, generations=2, p0="blob", components=3, iterations=3, init="kmeans++", heldout=20)
+    np.testing.assert_allclose(study.initial_params().weights, [1.0, 0.0, 0.0])
+    result = simulate(study.program(), num_chains=16, num_generations=2, seed=0)
+    assert result.summary("collapsed")["mean"][0] == 2.0  # the padding counts as collapsed
+    assert np.all(np.isfinite(result.summary("l2_distance")["mean"]))
 
 
 def test_json_round_trip():
@@ -161,7 +162,7 @@ def test_json_round_trip():
     ({"components": 1}, "components must be >= the 2 components of p0"),
     ({"covariance_type": "tied"}, "covariance_type"),
     ({"init": "random"}, "init"),
-    ({"iterations": 0}, "iterations must be an integer >= 1"),
+    ({"iterations": 1}, "must be an integer >= 2"),
     ({"reg_covar": 0.0}, "reg_covar must be > 0"),
     ({"p0": "three-blobs"}, "unknown GMM p0"),
     ({"p0": "two-blobs:x"}, "needs a number"),
@@ -195,3 +196,38 @@ def test_vectorised_em_path_matches_scikit_learn_in_more_dimensions():
     np.testing.assert_allclose(fitted.means, reference.means_, atol=5e-5)
     np.testing.assert_allclose(fitted.covs, reference.covariances_, atol=5e-5)
     np.testing.assert_allclose(float(fitted.loglik), reference.lower_bound_, rtol=5e-6)
+
+
+@pytest.mark.parametrize("components, dim", [(2, 5), (5, 4), (3, 2)])
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_unrolled_and_vectorised_em_steps_agree(components, dim, covariance_type):
+    """The two forms of the EM step, with masked points; (2, 5) runs the unrolled step with
+    LAPACK factors, (5, 4) the vectorised step with written-out ones."""
+    rng = np.random.default_rng(components * 10 + dim)
+    data = jnp.asarray(rng.normal(scale=2.0, size=(120, dim)), jnp.float32)
+    weights = jnp.asarray(rng.integers(0, 2, 120), jnp.float32)
+    factors = rng.normal(size=(components, dim, dim))
+    params = gmm_params(rng.dirichlet(np.ones(components)), rng.normal(size=(components, dim)),
+                        factors @ np.swapaxes(factors, -1, -2) + np.eye(dim))
+    unrolled = _em_step_unrolled([data[:, i] for i in range(dim)], weights, params, covariance_type, 1e-4)
+    vectorised = _em_step_vectorised(data.T, weights, params, covariance_type, 1e-4)
+    for a, b in zip(unrolled, vectorised):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_chains_fit_from_scratch_at_generation_one_and_refit_after():
+    """data_path_program calls fit for generation 1 (D_0 is real data) and refit, with the
+    previous parameters, from generation 2 on."""
+    def fit(key, data, weights):
+        return jnp.array([1.0, 0.0])  # (source, generations refitted)
+
+    def refit(key, data, weights, previous):
+        return jnp.array([2.0, previous[1] + 1.0])
+
+    family = Family("stub", 1, fit, lambda key, params, n: jnp.zeros((n, 1)), None, refit=refit)
+    program = data_path_program(family, DataPolicy(), np.full(4, 3), lambda key, n: jnp.zeros((n, 1)),
+                                jnp.zeros(2), metrics=lambda p: {"source": p[0], "refits": p[1]},
+                                metric_names=("source", "refits"))
+    result = simulate(program, num_chains=16, num_generations=4, seed=0)
+    np.testing.assert_array_equal(result.summary("source")["mean"], [0, 1, 2, 2, 2])
+    np.testing.assert_array_equal(result.summary("refits")["mean"], [0, 0, 1, 2, 3])

@@ -128,8 +128,16 @@ def test_samples_have_the_model_mean_and_covariance(rng):
     for i, j in [(0, 0), (1, 1), (0, 1)]:
         products = centred[:, i] * centred[:, j]
         assert_z(products.mean(), products.std(ddof=1) / np.sqrt(n), cov[i, j], f"covariance[{i}, {j}]")
-    # masked rows are never drawn: no draw near the masked points beyond what the kernel allows
     assert fitted.weights[-1] == 0.0
+
+
+def test_masked_rows_are_never_drawn(rng):
+    """Rows of weight 0 (the engine's padding) sit at 1e6: no draw may come near them."""
+    data = np.r_[rng.normal(size=(8, 1)), np.full((4, 1), 1e6)]
+    weights = np.r_[np.ones(8), np.zeros(4)]
+    family, fitted = _fit(0.5, data, weights)
+    draws = np.asarray(family.sample(jax.random.key(3), fitted, 20_000))
+    assert np.abs(draws).max() < 10.0
 
 
 # ----------------------------------------------------------------------------- theory

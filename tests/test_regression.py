@@ -216,10 +216,10 @@ def test_simulation_against_exact_theory(runs, design, regime, path):
             assert curve.variance is not None, curve.quantity
             error = np.sqrt(curve.variance / CHAINS)
             assert_z(summary["mean"][1:], error[1:], curve.values[1:], f"{design} {regime} {path}: {curve.quantity}")
+            assert summary["mean"][0] == pytest.approx(curve.values[0], rel=1e-6, abs=0.0)  # generation 0 is w*
         else:
             error = sample_variance_standard_error(curve.values, curve.central4, CHAINS)
             assert_z(summary["var"][1:], error[1:], curve.values[1:], f"{design} {regime} {path}: {curve.quantity}")
-            assert summary["mean"][0] == pytest.approx(curve.values[0], rel=1e-6, abs=0.0)  # generation 0 is w*
 
 
 @pytest.mark.parametrize("design, regime", CONFIGS)

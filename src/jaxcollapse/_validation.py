@@ -88,3 +88,10 @@ def require_proportions(name: str, values, count: int | None = None, tol: float 
     if abs(props.sum() - 1.0) > tol:
         raise ConfigError(f"{name} must sum to 1 (within {tol:g}); they sum to {props.sum():.12g}")
     return props
+
+
+def nested_tuple(value):
+    """An array as (nested) tuples of floats: a frozen study stays hashable and its JSON
+    plain."""
+    array = np.asarray(value, np.float64)
+    return tuple(float(v) for v in array) if array.ndim <= 1 else tuple(nested_tuple(row) for row in array)

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a component with det(cov)^(1/d) below this has collapsed")
     _add_run_arguments(gmm, "results/gmm")
     gmm.add_argument("--quantiles", type=_floats, default=(0.05, 0.5, 0.95), help="of the L2 distance")
-    gmm.add_argument("--figure-samples", type=_ints, default=(100, 300), help="extra M of Figure 13 (64 chains each)")
+    gmm.add_argument("--figure-samples", type=_ints, default=None,
+                     help="extra M of Figure 13, 64 chains each (default 100,300)")
 
     kde = commands.add_parser("kde", help="Gaussian kernel density estimators refitted on their own samples")
     _add_chain_arguments(kde, chains=1000, generations=100, samples=100)
@@ -135,10 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _gaussian(args) -> int:
-    import jax
-
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
+    _x64(args)
     from .check import format_check
     from .initial import parse_initial
     from .runs import RunSettings, run_gaussian
@@ -162,10 +160,7 @@ def _gaussian(args) -> int:
 
 
 def _discrete(args) -> int:
-    import jax
-
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
+    _x64(args)
     from .check import format_check
     from .discrete import discrete_study
     from .runs import RunSettings, run_discrete

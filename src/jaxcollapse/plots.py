@@ -242,6 +242,7 @@ def plot_metrics(study, result, metrics=None):
 
 
 GMM_SNAPSHOTS = (0, 50, 100, 150, 200, 350, 2000)  # the paper's Figure 7
+GMM_FIGURE_SAMPLES = (100, 300)  # extra M of Figure 13 (64 chains each)
 
 
 def plot_gmm_snapshots(study, seed: int = 0, points: int = 1000, snapshots=GMM_SNAPSHOTS):
@@ -293,7 +294,7 @@ def write_study_figures(study, settings, result, folder) -> list[str]:
 
         figures.append(("figure7.png", plot_gmm_snapshots(study, settings.seed)))
         runs = {int(study.sizes[0]): result} if study.generations else {}
-        for m in settings.figure_samples:
+        for m in settings.figure_sizes(GMM_FIGURE_SAMPLES):
             if m in runs or m < study.components or not study.generations:
                 continue
             other = dataclasses.replace(study, schedule=parse_schedule("constant", m))

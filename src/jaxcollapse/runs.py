@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+GAUSSIAN_FIGURE_SAMPLES = (100, 500, 1000, 10_000)  # M of the single-chain trajectory figure
 REQUIRED_COLUMNS = (
     "generation", "samples", "w2_risk_mean", "w2_risk_se", "w2_risk_exact", "w2_risk_paper",
     "w2_risk_lower_bound", "var_x_mean", "var_x_se", "var_x_exact", "sigma2_mean", "sigma2_se", "sigma2_exact",
@@ -58,7 +59,7 @@ class RunSettings:
     chunk_size: int | None = None
     devices: int | None = 1
     quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
-    figure_samples: tuple[int, ...] = (100, 500, 1000, 10_000)
+    figure_samples: tuple[int, ...] | None = None  # None: the run kind's own (figure_sizes)
     progress: bool | None = None
 
     def __post_init__(self):
@@ -71,8 +72,13 @@ class RunSettings:
             require_int("devices", self.devices, 1)
         for q in self.quantiles:
             require_fraction("quantile", q)
-        for m in self.figure_samples:
+        for m in self.figure_samples or ():
             require_int("figure sample size", m, 1)
+
+    def figure_sizes(self, default: tuple[int, ...]) -> tuple[int, ...]:
+        """The sample sizes of the extra figure runs: the chosen ones, else ``default``
+        (each run kind has its own: a 64-chain EM run at M = 10^4 is not a default)."""
+        return default if self.figure_samples is None else tuple(self.figure_samples)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -130,7 +136,10 @@ def _config(study, settings: RunSettings) -> dict:
         "format_version": FORMAT_VERSION,
         "command": _command(study),
         "study": study.to_json(),
-        "run": asdict(settings) | {"quantiles": list(settings.quantiles), "figure_samples": list(settings.figure_samples)},
+        "run": asdict(settings) | {
+            "quantiles": list(settings.quantiles),
+            "figure_samples": None if settings.figure_samples is None else list(settings.figure_samples),
+        },
         "x64": bool(jax.config.jax_enable_x64),
         "environment": {
             "jaxcollapse": _version(), "jax": jax.__version__, "numpy": np.__version__,
@@ -164,7 +173,7 @@ def load_config(folder) -> tuple[GaussianStudy | DiscreteStudy, RunSettings, dic
         raise ConfigError(f"{path} describes a {blob.get('command')!r} run; only {', '.join(STUDIES)} runs can be rerun")
     run = dict(blob["run"])
     run["quantiles"] = tuple(run["quantiles"])
-    run["figure_samples"] = tuple(run["figure_samples"])
+    run["figure_samples"] = None if run["figure_samples"] is None else tuple(run["figure_samples"])
     return STUDIES[blob["command"]].from_json(blob["study"]), RunSettings(**run), blob
 
 
@@ -229,8 +238,9 @@ def _write_figures(study, settings, result, folder: Path) -> list[str]:
     figure.savefig(folder / "risk.png", dpi=120)
     plt.close(figure)
     names.append("risk.png")
-    if study.generations and settings.figure_samples:
-        sizes = [m for m in settings.figure_samples if m >= minimum_samples(study.dim, study.estimator)]
+    figure_sizes = settings.figure_sizes(GAUSSIAN_FIGURE_SAMPLES)
+    if study.generations and figure_sizes:
+        sizes = [m for m in figure_sizes if m >= minimum_samples(study.dim, study.estimator)]
         if sizes:
             figure = plot_trajectories(study, trajectory_runs(study, sizes, seed=settings.seed))
             figure.savefig(folder / "trajectories.png", dpi=120)

@@ -15,8 +15,10 @@ Initialisation of each generation's EM (``init``):
   to real data, starts with k-means; ``Family.refit``). Component labels then persist across
   generations, and EM starts next to its optimum, since the data were drawn from that
   model: few iterations suffice.
-* ``"kmeans++"``: D^2 seeding of k centres, hard assignment to the nearest, one M-step
-  (scikit-learn's ``init_params="k-means++"``, without its greedy local trials).
+* ``"kmeans++"``: D^2 seeding of k centres, every point assigned to its nearest centre,
+  one M-step. (scikit-learn's ``init_params="k-means++"`` differs: it gives
+  responsibility only to the k seed points, so its start has the seeds as means and
+  ``reg_covar`` covariances; its seeding also tries greedy local candidates.)
 * ``"kmeans"``: k-means++ then ``kmeans_iterations`` Lloyd steps, the closest match to the
   authors' code, which made a new ``GaussianMixture`` (k-means initialisation) each
   generation. A fresh start can re-split a component that a warm start would keep
@@ -43,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from .._counts import categorical
 from .._validation import require_choice, require_int, require_positive
 from .base import Family
 
@@ -240,25 +243,16 @@ def _em(data, weights, start: GMMParams, iterations, covariance_type, reg_covar)
     return params._replace(loglik=loglik, loglik_change=changes[-1])
 
 
-def _pick(key, scores):
-    """An index drawn with probability proportional to ``scores`` (>= 0, not all 0), by
-    inverse CDF: one uniform, where a Gumbel race over every point costs a random number
-    and two logarithms per point."""
-    cumulative = jnp.cumsum(scores)
-    target = jax.random.uniform(key, dtype=scores.dtype) * cumulative[-1]
-    return jnp.minimum(jnp.sum(cumulative <= target), scores.shape[0] - 1)
-
-
 def _kmeans_plus_plus(key, data, weights, k):
     """k centres by D^2 seeding; points of zero weight are never picked."""
     keys = jax.random.split(key, k)
-    first = _pick(keys[0], weights)
+    first = categorical(keys[0], weights, 1)[0]
     centres = jnp.zeros((k, data.shape[-1]), data.dtype).at[0].set(data[first])
     closest = jnp.sum((data - data[first]) ** 2, axis=-1)
     for index in range(1, k):
         scores = weights * closest
         # a chain whose points all coincide has D^2 = 0 everywhere: fall back to the weights
-        pick = _pick(keys[index], jnp.where(jnp.sum(scores) > 0, scores, weights))
+        pick = categorical(keys[index], jnp.where(jnp.sum(scores) > 0, scores, weights), 1)[0]
         centres = centres.at[index].set(data[pick])
         closest = jnp.minimum(closest, jnp.sum((data - data[pick]) ** 2, axis=-1))
     return centres
@@ -304,7 +298,8 @@ def gmm(
     k = require_int("components", components, 1)
     dim = require_int("dim", dim, 1)
     require_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
-    iterations = require_int("iterations", iterations, 1)
+    # the change of the log-likelihood over the last iteration needs two E-steps
+    iterations = require_int("iterations", iterations, 2)
     require_choice("init", init, INITS)
     reg_covar = require_positive("reg_covar", reg_covar)
     kmeans_iterations = require_int("kmeans_iterations", kmeans_iterations, 0)
@@ -339,9 +334,7 @@ def sample_with_components(key, params: GMMParams, n: int):
     its Gaussian."""
     component_key, normal_key = jax.random.split(key)
     dtype = params.means.dtype
-    edges = jnp.cumsum(params.weights)[:-1] / jnp.sum(params.weights)
-    u = jax.random.uniform(component_key, (n,), dtype)
-    component = jnp.sum(u[:, None] >= edges[None, :], axis=-1)
+    component = categorical(component_key, params.weights, n)
     dim = params.means.shape[-1]
     z = jax.random.normal(normal_key, (dim, n), dtype)
     if dim > _UNROLLED_DIM:
