@@ -1,0 +1,111 @@
+"""VAE family: shapes, training, vmapped runs, sampling, data loaders, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcollapse import ConfigError
+from jaxcollapse.images import check_images, load_images
+from jaxcollapse.vae import (
+    TrainConfig, VAEConfig, encode_means, generate, init_params, negative_elbo, parameter_count, train, vae_family,
+)
+
+TINY = VAEConfig(image_shape=(8, 8), latent=4, architecture="mlp", hidden=(32,))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_images("digits").images[:384]
+
+
+def test_the_papers_architecture_has_its_parameter_count_and_shapes():
+    config = VAEConfig()  # conv 64/128, 20-d latent, 28x28
+    assert parameter_count(config) == 647_081  # the paper's "about 647k"
+    params = init_params(jax.random.key(0), config)
+    images = jnp.zeros((3, 28, 28, 1))
+    assert encode_means(config, params, images).shape == (3, 20)
+    assert generate(jax.random.key(1), config, params, 3).shape == (3, 28, 28, 1)
+
+
+def test_training_lowers_the_loss_and_the_heldout_elbo(digits):
+    config = TrainConfig(epochs=12, batch_size=64)
+    params, losses = jax.jit(lambda key: train(key, TINY, config, digits))(jax.random.key(0))
+    losses = np.asarray(losses)
+    assert losses[-1] < 0.8 * losses[0] and np.all(np.isfinite(losses))
+    heldout = load_images("digits").images[1500:]
+    untrained = init_params(jax.random.key(0), TINY)
+    assert float(negative_elbo(jax.random.key(2), TINY, params, heldout)) < \
+        0.8 * float(negative_elbo(jax.random.key(2), TINY, untrained, heldout))
+
+
+def test_vmapped_runs_equal_separate_runs_with_the_same_keys(digits):
+    config = TrainConfig(epochs=2, batch_size=64)
+    keys = jax.random.split(jax.random.key(3), 3)
+    batched, batched_losses = jax.jit(jax.vmap(lambda key: train(key, TINY, config, digits)))(keys)
+    for run in (0, 2):
+        single, single_losses = jax.jit(lambda key: train(key, TINY, config, digits))(keys[run])
+        np.testing.assert_allclose(batched_losses[run], single_losses, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single)):
+            np.testing.assert_allclose(a[run], b, rtol=1e-4, atol=1e-5)
+
+
+def test_masked_rows_do_not_train(digits):
+    """Rows of weight 0 (a data policy's padding) have no effect: changing their pixels
+    changes nothing, and with every row masked the parameters stay at initialisation."""
+    config = TrainConfig(epochs=2, batch_size=64)
+    weights = (np.arange(len(digits)) % 2).astype(np.float32)
+    scrambled = np.where(weights[:, None, None, None] > 0, digits, 1.0 - digits)
+    run = jax.jit(lambda images, weights: train(jax.random.key(4), TINY, config, images, weights))
+    first, first_losses = run(digits, weights)
+    second, second_losses = run(scrambled, weights)
+    np.testing.assert_array_equal(first_losses, second_losses)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
+        np.testing.assert_array_equal(a, b)
+    frozen, _ = run(digits, np.zeros(len(digits), np.float32))
+    untouched = init_params(jax.random.split(jax.random.key(4))[0], TINY)
+    for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(untouched)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sampling_under_jit_in_both_modes(digits):
+    params = init_params(jax.random.key(5), TINY)
+    means = jax.jit(lambda key: generate(key, TINY, params, 16))(jax.random.key(6))
+    assert means.shape == (16, 8, 8, 1) and float(means.min()) > 0 and float(means.max()) < 1
+    draws = jax.jit(lambda key: generate(key, TINY, params, 16, "bernoulli"))(jax.random.key(6))
+    assert set(np.unique(np.asarray(draws))) <= {0.0, 1.0}
+
+
+def test_family_interface_fits_and_samples_flat_rows(digits):
+    family = vae_family(TINY, TrainConfig(epochs=1, batch_size=64))
+    rows = jnp.asarray(digits.reshape(len(digits), -1))
+    params = family.fit(jax.random.key(7), rows, jnp.ones(len(rows)))
+    assert family.sample(jax.random.key(8), params, 10).shape == (10, 64)
+    assert np.isfinite(float(family.metrics(params, jnp.asarray(digits[:50]))["negative_elbo"]))
+
+
+def test_data_loaders_work_offline(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    digits = load_images("digits")
+    assert digits.images.shape == (1797, 8, 8, 1) and digits.labels.shape == (1797,)
+    mnist = load_images("mnist5k")
+    assert mnist.images.shape == (5000, 28, 28, 1) and 0.0 <= mnist.images.min() and mnist.images.max() <= 1.0
+    assert set(np.unique(mnist.labels)) == set(range(10))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: check_images(np.zeros((0, 8, 8))), "empty"),
+    (lambda: check_images(np.zeros((4, 8, 8, 3))), "grey images"),
+    (lambda: check_images(np.full((4, 8, 8), 2.0)), r"\[0, 1\]"),
+    (lambda: TrainConfig(epochs=0), "epochs must be an integer >= 1"),
+    (lambda: TrainConfig(batch_size=0), "batch_size must be an integer >= 1"),
+    (lambda: TrainConfig(learning_rate=-1.0), "learning_rate must be > 0"),
+    (lambda: VAEConfig(image_shape=(10, 10)), "multiples of 4"),
+    (lambda: VAEConfig(architecture="gan"), "architecture"),
+    (lambda: load_images("cifar"), "dataset"),
+    (lambda: train(jax.random.key(0), TINY, TrainConfig(epochs=1), np.zeros((4, 28, 28))), "expects 8x8"),
+])
+def test_bad_input_is_named(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call()
