@@ -127,6 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     regression.add_argument("--path", default="auto", help="auto | data | sufficient (default auto)")
     _add_run_arguments(regression, "results/regression")
 
+    vae = commands.add_parser("vae", help="VAEs retrained on their own samples (paper section 5.1, Figures 8 and 9)")
+    vae.add_argument("--generations", type=int, default=5, help="generations trained on generated data (default 5)")
+    vae.add_argument("--runs", type=int, default=5, help="independent runs, trained at once with vmap (default 5)")
+    vae.add_argument("--dataset", default="mnist5k", help="mnist5k (offline, 5000 real digits) | mnist | digits (8x8)")
+    vae.add_argument("--epochs", type=int, default=30, help="epochs per generation (default 30)")
+    vae.add_argument("--batch-size", type=int, default=256, help="minibatch (default 256)")
+    vae.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    vae.add_argument("--weight-decay", type=float, default=1e-5, help="L2 weight decay (default 1e-5)")
+    vae.add_argument("--architecture", default=None, help="conv (the paper's) | mlp (default: conv, mlp for digits)")
+    vae.add_argument("--latent", type=int, default=None, help="latent size (default 20; 4 for digits)")
+    vae.add_argument("--sample-mode", default="mean", help="mean (decoder means, the authors') | bernoulli")
+    vae.add_argument("--regime", default="replace", help="replace | real-fraction:F | accumulate")
+    vae.add_argument("--heldout", type=int, default=500, help="real images held out of training (default 500)")
+    vae.add_argument("--seed", type=int, default=0)
+    vae.add_argument("--out", default="results/vae", help="run folder; an existing one of the same run resumes")
+    vae.add_argument("--force", action="store_true", help="start over in --out")
+    vae.add_argument("--no-figures", action="store_true")
+    vae.add_argument("--no-progress", action="store_true")
+
     rerun = commands.add_parser("rerun", help="repeat a run from its config.json and compare")
     rerun.add_argument("folder")
     rerun.add_argument("--out", default=None, help="where to write (default FOLDER-rerun)")
@@ -255,6 +274,32 @@ def _regression(args) -> int:
     return _run(args, study)
 
 
+def _vae(args) -> int:
+    import dataclasses
+
+    from .policies import parse_policy
+    from .vae import TrainConfig
+    from .vae_runs import VAEStudy, default_model, run_vae
+
+    model = default_model(args.dataset) if args.dataset in ("digits", "mnist5k", "mnist") else None
+    if model is not None:
+        changes = {}
+        if args.architecture is not None:
+            changes["architecture"] = args.architecture
+        if args.latent is not None:
+            changes["latent"] = args.latent
+        model = dataclasses.replace(model, **changes)
+    study = VAEStudy(
+        generations=args.generations, runs=args.runs, dataset=args.dataset, model=model,
+        training=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                             weight_decay=args.weight_decay),
+        sample_mode=args.sample_mode, policy=parse_policy(args.regime), heldout=args.heldout, seed=args.seed,
+    )
+    run_vae(study, args.out, force=args.force, figures=not args.no_figures, progress=not args.no_progress)
+    print(f"wrote summary.csv, latents.npz, checkpoints/ and figures to {args.out}")
+    return 0
+
+
 def _rerun(args) -> int:
     from .runs import rerun
 
@@ -269,7 +314,7 @@ def _rerun(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "kde": _kde, "regression": _regression,
+        commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "kde": _kde, "regression": _regression, "vae": _vae,
                     "rerun": _rerun}
         return commands[args.command](args)
     except ConfigError as error:

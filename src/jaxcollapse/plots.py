@@ -26,7 +26,7 @@ from .study import GaussianStudy
 __all__ = [
     "plot_risk", "plot_trajectories", "trajectory_runs", "FIGURE_REGIMES", "plot_resampled_histogram",
     "plot_discrete_collapse", "plot_absorption_times", "write_discrete_figures", "plot_metrics",
-    "plot_gmm_snapshots", "plot_gmm_l2", "write_study_figures", "GMM_SNAPSHOTS",
+    "plot_gmm_snapshots", "plot_gmm_l2", "write_study_figures", "GMM_SNAPSHOTS", "write_vae_figures",
 ]
 
 FIGURE_REGIMES = ("replace", "accumulate-subsample", "accumulate")
@@ -308,3 +308,37 @@ def write_study_figures(study, settings, result, folder) -> list[str]:
         plt.close(figure)
         names.append(name)
     return names
+
+
+def write_vae_figures(folder, latents: dict, grids: dict) -> list[str]:
+    """Figure 8 (density of latent means under the first model's encoder, per generation)
+    and Figure 9 (a 6x6 grid of samples per generation, run 0)."""
+    folder = Path(folder)
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    generations = sorted(int(name.split("_")[1]) for name in latents)
+    colours = plt.cm.viridis(np.linspace(0, 1, len(generations)))
+    for generation, colour in zip(generations, colours):
+        values = np.asarray(latents[f"generation_{generation}"]).reshape(-1)
+        axis.hist(values, bins=120, density=True, histtype="step", color=colour,
+                  label="real data" if generation == 0 else f"generation {generation}")
+    axis.set_xlabel("latent mean under the first model's encoder (all dimensions)")
+    axis.set_ylabel("density")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(folder / "figure8.png", dpi=110)
+    plt.close(figure)
+    shown = sorted(grids)
+    figure, axes = plt.subplots(1, len(shown), figsize=(2.2 * len(shown), 2.4), squeeze=False)
+    for axis, generation in zip(axes[0], shown):
+        images = np.asarray(grids[generation])[..., 0]
+        side = int(np.sqrt(len(images)))
+        height, width = images.shape[1:]
+        tiled = images[: side * side].reshape(side, side, height, width).transpose(0, 2, 1, 3).reshape(
+            side * height, side * width)
+        axis.imshow(tiled, cmap="gray", vmin=0, vmax=1)
+        axis.set_title("real" if generation == 0 else f"generation {generation}", fontsize=9)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(folder / "figure9.png", dpi=110)
+    plt.close(figure)
+    return ["figure8.png", "figure9.png"]
