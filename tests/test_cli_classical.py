@@ -17,7 +17,7 @@ def _read(path):
 def test_gmm_run_writes_its_folder_and_reruns_bit_for_bit(tmp_path, capsys):
     out = tmp_path / "gmm"
     flags = ["gmm", "--chains", "16", "--generations", "4", "--samples", "60", "--iterations", "3",
-             "--heldout", "50", "--figure-samples", "30", "--no-progress", "--out", str(out)]
+             "--heldout", "50", "--figure-samples", "60", "--no-progress", "--out", str(out)]
     assert main(flags) == 0
     for name in ("summary.csv", "config.json", "check.csv", "report.md", "figure7.png", "figure13.png", "metrics.png"):
         assert (out / name).is_file(), name

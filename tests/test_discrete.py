@@ -188,6 +188,7 @@ def test_cli_discrete_end_to_end(tmp_path, capsys):
     assert "samples M must be an integer >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 14 s; E[p_n] per state is also checked by the fast CLI and theory tests
 def test_rare_states_of_the_figure3_mixture():
     """States with p0 ~ 1e-10 that no chain ever keeps are judged with the exact variance
     of p_n (a sample standard error of 0 would fail them); mean p_n = p0 still holds."""

@@ -28,7 +28,10 @@ def _trajectories(study, chains, **kwargs):
     return result
 
 
-@pytest.mark.parametrize("name", list(STUDIES))
+# the data and sufficient replace paths run in the suite; the policies' buffers on demand (-m slow)
+@pytest.mark.parametrize("name", [
+    name if name.startswith("replace") else pytest.param(name, marks=pytest.mark.slow) for name in STUDIES
+])
 def test_chain_trajectories_do_not_depend_on_chunking_or_chain_count(name):
     study = jc.gaussian_study(**STUDIES[name])
     whole = _trajectories(study, 13)

@@ -152,7 +152,7 @@ class _Classifier(nnx.Module):
         return self.output(nnx.relu(self.hidden(images.reshape(images.shape[0], -1))))
 
 
-def _train_classifier(images, labels, seed: int, epochs: int = 30):
+def _train_classifier(images, labels, seed: int, epochs: int = 10):
     """A small dense classifier of real digits (fixed seed: deterministic)."""
     model = _Classifier(images[0].size, nnx.Rngs(seed))
     graph, params = nnx.split(model)
