@@ -96,12 +96,12 @@ def test_non_gaussian_p0_runs_on_the_data_path(tmp_path):
 
 def test_rerun_refuses_its_own_folder_and_force_clears_old_outputs(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["gaussian", *SMALL, "--out", str(out)]) == 0
-    assert (out / "trajectories.png").is_file()
+    assert main(["gaussian", *SMALL, "--figure-samples", "", "--out", str(out)]) == 0  # risk.png only
+    assert (out / "risk.png").is_file()
     assert main(["rerun", str(out), "--out", str(out), "--force", "--no-figures"]) == 2
     assert "must differ" in capsys.readouterr().err
     assert main(["gaussian", *SMALL, "--no-figures", "--force", "--out", str(out)]) == 0
-    assert not (out / "trajectories.png").exists()  # no stale figure from the earlier run
+    assert not (out / "risk.png").exists()  # no stale figure from the earlier run
 
 
 def test_config_keeps_mixing_proportions_exactly(tmp_path):
