@@ -196,36 +196,52 @@ def prepare_folder(folder, force: bool) -> Path:
     return folder
 
 
+def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path, dict[str, Path]]:
+    """Prepare the folder and write config.json first: a run can always be repeated."""
+    folder = prepare_folder(folder, force)
+    paths = {"config": folder / "config.json"}
+    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+    return folder, paths
+
+
+def _simulate(study, settings: RunSettings, **options) -> SimulationResult:
+    return simulate(
+        study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
+        record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
+        **options,
+    )
+
+
+def _finish_run(folder: Path, paths: dict, result, rows, *, per_state: bool, figure_writer, title: str,
+                facts: list[str], summary) -> tuple[dict[str, Path], list]:
+    """check.csv, the figures (``figure_writer()`` -> names, or None), report.md, and
+    summary.csv last: its presence marks the run finished."""
+    paths["check"] = folder / "check.csv"
+    _atomic_write(paths["check"], _check_csv(rows, per_state=per_state))
+    figure_names = figure_writer() if figure_writer is not None else []
+    paths.update({name: folder / name for name in figure_names})
+    paths["report"] = folder / "report.md"
+    _atomic_write(paths["report"], _report(title, facts, result, rows, figure_names))
+    paths["summary"] = folder / "summary.csv"
+    _atomic_write(paths["summary"], _csv_text(*summary))
+    return paths, rows
+
+
 def run_gaussian(study: GaussianStudy, settings: RunSettings, folder, *, force: bool = False,
                  figures: bool = True) -> tuple[dict[str, Path], list]:
     """Run ``study`` and write its folder; returns the paths written and the theory rows
     (:func:`jaxcollapse.check.theory_table`) that check.csv holds."""
-    folder = prepare_folder(folder, force)
-    paths = {"config": folder / "config.json"}
-    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
-    program = study.program()
-    result = simulate(
-        program, num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
-        record="summary", quantile_metrics=("w2_risk",) if settings.quantiles else (),
-        chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
+    folder, paths = _start_run(study, settings, folder, force)
+    result = _simulate(study, settings, quantile_metrics=("w2_risk",) if settings.quantiles else ())
+    return _finish_run(
+        folder, paths, result, theory_table(study, result), per_state=False,
+        figure_writer=(lambda: _write_figures(study, settings, result, folder)) if figures else None,
+        title="jaxcollapse Gaussian study", facts=[
+            f"p0: {study.initial.describe()}, dimension {study.dim}",
+            f"regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; estimator: {study.estimator}",
+            f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
+        ], summary=summary_rows(study, result, settings.quantiles),
     )
-    rows = theory_table(study, result)
-    paths["check"] = folder / "check.csv"
-    _atomic_write(paths["check"], _check_csv(rows, per_state=False))
-    figure_names = []
-    if figures:
-        figure_names = _write_figures(study, settings, result, folder)
-        paths.update({name: folder / name for name in figure_names})
-    paths["report"] = folder / "report.md"
-    _atomic_write(paths["report"], _report("jaxcollapse Gaussian study", [
-        f"p0: {study.initial.describe()}, dimension {study.dim}",
-        f"regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; estimator: {study.estimator}",
-        f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
-    ], result, rows, figure_names))
-    header, table = summary_rows(study, result, settings.quantiles)
-    paths["summary"] = folder / "summary.csv"
-    _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
-    return paths, rows
 
 
 def _write_figures(study, settings, result, folder: Path) -> list[str]:
@@ -347,17 +363,9 @@ def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: 
     """Run a discrete ``study`` and write its folder: config.json, summary.csv (per
     generation), states.csv (per generation and state, K <= 64 by default), chains.csv
     (each chain's absorption generation and state), check.csv, report.md and figures."""
-    folder = prepare_folder(folder, force)
-    paths = {"config": folder / "config.json"}
-    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
-    result = simulate(
-        study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
-        record="summary", metrics=study.summary_metrics(), final_metrics=study.final_metrics(),
-        chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
-    )
+    folder, paths = _start_run(study, settings, folder, force)
+    result = _simulate(study, settings, metrics=study.summary_metrics(), final_metrics=study.final_metrics())
     rows = theory_table(study, result) + absorption_time_rows(study, result.final["absorption_generation"])
-    paths["check"] = folder / "check.csv"
-    _atomic_write(paths["check"], _check_csv(rows, per_state=True))
     paths["chains"] = folder / "chains.csv"
     final_names = list(result.final)
     _atomic_write(paths["chains"], _csv_text(
@@ -367,24 +375,22 @@ def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: 
     if study.records_per_state:
         paths["states"] = folder / "states.csv"
         _atomic_write(paths["states"], _csv_text(*_states_rows(study, result)))
-    figure_names = []
-    if figures:
+
+    def figure_writer():
         from .plots import write_discrete_figures
 
-        figure_names = write_discrete_figures(study, settings, result, folder)
-        paths.update({name: folder / name for name in figure_names})
-    paths["report"] = folder / "report.md"
+        return write_discrete_figures(study, settings, result, folder)
+
     absorbed = float(np.mean(result.final["absorption_generation"] >= 0))
-    _atomic_write(paths["report"], _report(f"jaxcollapse discrete study ({study.kind})", [
-        f"p0: {study.initial.describe()}",
-        f"regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; smoothing: {study.smoothing:g}",
-        f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
-        f"absorbed by generation {study.generations}: {absorbed:.4f} of the chains",
-    ], result, rows, figure_names))
-    header, table = discrete_summary_rows(study, result)
-    paths["summary"] = folder / "summary.csv"
-    _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
-    return paths, rows
+    return _finish_run(
+        folder, paths, result, rows, per_state=True, figure_writer=figure_writer if figures else None,
+        title=f"jaxcollapse discrete study ({study.kind})", facts=[
+            f"p0: {study.initial.describe()}",
+            f"regime: {study.policy.describe()}; schedule: {study.schedule.describe()}; smoothing: {study.smoothing:g}",
+            f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}, path {study.resolved_path}",
+            f"absorbed by generation {study.generations}: {absorbed:.4f} of the chains",
+        ], summary=discrete_summary_rows(study, result),
+    )
 
 
 def study_summary_rows(study, result: SimulationResult, quantiles=()) -> tuple[list[str], list[list[str]]]:
@@ -423,29 +429,18 @@ def run_study(study, settings: RunSettings, folder, *, force: bool = False,
               figures: bool = True) -> tuple[dict[str, Path], list]:
     """Run a GMM, KDE or regression ``study`` and write its folder: config.json,
     summary.csv, check.csv (its formulas against the simulation), report.md, figures."""
-    folder = prepare_folder(folder, force)
-    paths = {"config": folder / "config.json"}
-    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
-    result = simulate(
-        study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
-        record="summary", metrics=study.summary_metrics(),
-        quantile_metrics=_quantile_metrics(study) if settings.quantiles else (),
-        chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
-    )
-    rows = theory_table(study, result)
-    paths["check"] = folder / "check.csv"
-    _atomic_write(paths["check"], _check_csv(rows, per_state=False))
-    figure_names = []
-    if figures:
+    folder, paths = _start_run(study, settings, folder, force)
+    result = _simulate(study, settings, metrics=study.summary_metrics(),
+                       quantile_metrics=_quantile_metrics(study) if settings.quantiles else ())
+
+    def figure_writer():
         from .plots import write_study_figures
 
-        figure_names = write_study_figures(study, settings, result, folder)
-        paths.update({name: folder / name for name in figure_names})
-    paths["report"] = folder / "report.md"
-    _atomic_write(paths["report"], _report(f"jaxcollapse {study.command} study", study.describe() + [
-        f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}",
-    ], result, rows, figure_names))
-    header, table = study_summary_rows(study, result, settings.quantiles)
-    paths["summary"] = folder / "summary.csv"
-    _atomic_write(paths["summary"], _csv_text(header, table))  # written last: marks the run finished
-    return paths, rows
+        return write_study_figures(study, settings, result, folder)
+
+    return _finish_run(
+        folder, paths, result, theory_table(study, result), per_state=False,
+        figure_writer=figure_writer if figures else None, title=f"jaxcollapse {study.command} study",
+        facts=study.describe() + [f"{settings.chains} chains, {study.generations} generations, seed {settings.seed}"],
+        summary=study_summary_rows(study, result, settings.quantiles),
+    )
