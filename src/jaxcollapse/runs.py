@@ -96,13 +96,24 @@ def _number(value) -> str:
     return repr(float(value))
 
 
+def _generation_columns(study, result: SimulationResult) -> dict[str, np.ndarray | list]:
+    """The first two columns of every summary.csv: the generation and the M it was fitted with."""
+    return {
+        "generation": np.arange(result.num_generations + 1),
+        "samples": [None] + [int(m) for m in study.sizes],
+    }
+
+
+def _table(columns: dict, generations: int) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of text, one row per generation 0..G."""
+    header = list(columns)
+    return header, [[_number(columns[name][g]) for name in header] for g in range(generations + 1)]
+
+
 def summary_rows(study: GaussianStudy, result: SimulationResult, quantiles=()) -> tuple[list[str], list[list[str]]]:
     """The per-generation table of summary.csv: header and rows of text."""
     generations = result.num_generations
-    columns: dict[str, np.ndarray | list] = {
-        "generation": np.arange(generations + 1),
-        "samples": [None] + [int(m) for m in study.sizes],
-    }
+    columns = _generation_columns(study, result)
     for metric in result.metric_names:
         summary = result.summary(metric)
         columns[f"{metric}_mean"] = summary["mean"]
@@ -118,9 +129,7 @@ def summary_rows(study: GaussianStudy, result: SimulationResult, quantiles=()) -
         columns[curve.column] = curve.values
     for name in REQUIRED_COLUMNS:
         columns.setdefault(name, [None] * (generations + 1))
-    header = list(columns)
-    rows = [[_number(columns[name][g]) for name in header] for g in range(generations + 1)]
-    return header, rows
+    return _table(columns, generations)
 
 
 def _csv_text(header, rows) -> str:
@@ -318,10 +327,7 @@ def discrete_summary_rows(study: DiscreteStudy, result: SimulationResult) -> tup
     """summary.csv of a discrete run: per generation, every scalar metric's mean and
     standard error and every scalar formula."""
     generations = result.num_generations
-    columns: dict[str, np.ndarray | list] = {
-        "generation": np.arange(generations + 1),
-        "samples": [None] + [int(m) for m in study.sizes],
-    }
+    columns = _generation_columns(study, result)
     for metric in result.metric_names:
         if metric.startswith("state_"):
             continue
@@ -338,8 +344,7 @@ def discrete_summary_rows(study: DiscreteStudy, result: SimulationResult) -> tup
     if study.kind != "poisson":
         for name in DISCRETE_REQUIRED_COLUMNS:
             columns.setdefault(name, [None] * (generations + 1))
-    header = list(columns)
-    return header, [[_number(columns[name][g]) for name in header] for g in range(generations + 1)]
+    return _table(columns, generations)
 
 
 def _states_rows(study: DiscreteStudy, result: SimulationResult):
@@ -399,10 +404,7 @@ def study_summary_rows(study, result: SimulationResult, quantiles=()) -> tuple[l
     ``weight_0_mean``...), the sketched quantiles of ``study.quantile_metrics()`` and every
     formula's values."""
     generations = result.num_generations
-    columns: dict[str, np.ndarray | list] = {
-        "generation": np.arange(generations + 1),
-        "samples": [None] + [int(m) for m in study.sizes],
-    }
+    columns = _generation_columns(study, result)
     for metric in result.metric_names:
         summary = result.summary(metric)
         if summary["mean"].ndim == 1:
@@ -417,8 +419,7 @@ def study_summary_rows(study, result: SimulationResult, quantiles=()) -> tuple[l
             columns[f"{metric}_q{q:g}"] = band[:, index]
     for curve in theory_curves(study):
         columns.setdefault(curve.column, curve.values)
-    header = list(columns)
-    return header, [[_number(columns[name][g]) for name in header] for g in range(generations + 1)]
+    return _table(columns, generations)
 
 
 def _quantile_metrics(study) -> tuple[str, ...]:
