@@ -28,6 +28,21 @@ def test_the_papers_architecture_has_its_parameter_count_and_shapes():
     assert generate(jax.random.key(1), config, params, 3).shape == (3, 28, 28, 1)
 
 
+def test_the_phase_form_of_the_transposed_convolution_equals_flax_conv_transpose():
+    from flax import nnx
+
+    from jaxcollapse.vae import _doubling_conv_transpose
+
+    for channels_in, channels_out, side in ((5, 3, 4), (3, 1, 7)):
+        layer = nnx.ConvTranspose(channels_in, channels_out, (4, 4), strides=2, padding=((2, 2), (2, 2)),
+                                  rngs=nnx.Rngs(channels_in))
+        x = jax.random.normal(jax.random.key(side), (2, side, side, channels_in))
+        ours = _doubling_conv_transpose(x, layer.kernel[...], layer.bias[...] + 0.5)
+        layer.bias[...] = layer.bias[...] + 0.5
+        np.testing.assert_allclose(ours, layer(x), atol=1e-5)
+        assert ours.shape == (2, 2 * side, 2 * side, channels_out)
+
+
 def test_training_lowers_the_loss_and_the_heldout_elbo(digits):
     config = TrainConfig(epochs=12, batch_size=64)
     params, losses = jax.jit(lambda key: train(key, TINY, config, digits))(jax.random.key(0))

@@ -18,15 +18,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from ._files import atomic_text
 from ._validation import ConfigError, require_fraction, require_int
 from .check import absorption_time_rows, format_check, theory_curves, theory_table, verdicts
 from .discrete import DiscreteStudy
@@ -79,13 +78,6 @@ class RunSettings:
         """The sample sizes of the extra figure runs: the chosen ones, else ``default``
         (each run kind has its own: a 64-chain EM run at M = 10^4 is not a default)."""
         return default if self.figure_samples is None else tuple(self.figure_samples)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", newline="") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
 
 
 def _number(value) -> str:
@@ -209,7 +201,7 @@ def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path,
     """Prepare the folder and write config.json first: a run can always be repeated."""
     folder = prepare_folder(folder, force)
     paths = {"config": folder / "config.json"}
-    _atomic_write(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+    atomic_text(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
     return folder, paths
 
 
@@ -226,13 +218,13 @@ def _finish_run(folder: Path, paths: dict, result, rows, *, per_state: bool, fig
     """check.csv, the figures (``figure_writer()`` -> names, or None), report.md, and
     summary.csv last: its presence marks the run finished."""
     paths["check"] = folder / "check.csv"
-    _atomic_write(paths["check"], _check_csv(rows, per_state=per_state))
+    atomic_text(paths["check"], _check_csv(rows, per_state=per_state))
     figure_names = figure_writer() if figure_writer is not None else []
     paths.update({name: folder / name for name in figure_names})
     paths["report"] = folder / "report.md"
-    _atomic_write(paths["report"], _report(title, facts, result, rows, figure_names))
+    atomic_text(paths["report"], _report(title, facts, result, rows, figure_names))
     paths["summary"] = folder / "summary.csv"
-    _atomic_write(paths["summary"], _csv_text(*summary))
+    atomic_text(paths["summary"], _csv_text(*summary))
     return paths, rows
 
 
@@ -373,13 +365,13 @@ def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: 
     rows = theory_table(study, result) + absorption_time_rows(study, result.final["absorption_generation"])
     paths["chains"] = folder / "chains.csv"
     final_names = list(result.final)
-    _atomic_write(paths["chains"], _csv_text(
+    atomic_text(paths["chains"], _csv_text(
         ["chain"] + final_names,
         [[str(i)] + [str(int(result.final[name][i])) for name in final_names] for i in range(result.num_chains)],
     ))
     if study.records_per_state:
         paths["states"] = folder / "states.csv"
-        _atomic_write(paths["states"], _csv_text(*_states_rows(study, result)))
+        atomic_text(paths["states"], _csv_text(*_states_rows(study, result)))
 
     def figure_writer():
         from .plots import write_discrete_figures

@@ -33,8 +33,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -45,10 +43,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ._files import atomic_bytes, claim_run_folder
 from ._validation import ConfigError, require_choice, require_int
 from .images import DATASETS, load_images
 from .policies import DataPolicy
-from .vae import SAMPLE_MODES, TrainConfig, VAEConfig, encode_means, generate, negative_elbo, train
+from .vae import SAMPLE_MODES, TrainConfig, VAEConfig, encode_means, generate, negative_elbo, train_runs
 
 __all__ = ["VAEStudy", "run_vae", "default_model", "VAE_REGIMES"]
 
@@ -106,13 +105,6 @@ class VAEStudy:
 
 # ---------------------------------------------------------------------------- files
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    os.replace(temporary, path)
-
-
 def _leaf_name(key_path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path)
 
@@ -122,7 +114,7 @@ def _save_checkpoint(path: Path, trained) -> None:
     from safetensors.numpy import save
 
     flat = {_leaf_name(key_path): np.asarray(leaf) for key_path, leaf in jax.tree_util.tree_flatten_with_path(trained)[0]}
-    _atomic_bytes(path, save(flat))
+    atomic_bytes(path, save(flat))
 
 
 def _load_checkpoint(path: Path, template):
@@ -223,18 +215,12 @@ def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = Tru
     ends after that generation, as an interruption would (for tests)."""
     folder = Path(folder)
     config = {"format_version": 1, "command": "vae", "study": json.loads(json.dumps(study.to_json()))}
-    config_path = folder / "config.json"
-    if config_path.is_file() and not force:
-        if json.loads(config_path.read_text()).get("study") != config["study"]:
-            raise ConfigError(f"out folder {folder} holds a different run; use another --out, or --force to start over")
-    elif folder.exists() and not folder.is_dir():
-        raise ConfigError(f"out {folder} exists and is not a folder")
+    claim_run_folder(folder, config, force=force)
     checkpoints = folder / "checkpoints"
     if force and checkpoints.exists():
         for old in checkpoints.glob("generation_*.safetensors"):
             old.unlink()
     checkpoints.mkdir(parents=True, exist_ok=True)
-    _atomic_bytes(config_path, (json.dumps(config, indent=2) + "\n").encode())
 
     data = load_images(study.dataset)
     order = np.random.default_rng(study.seed).permutation(len(data.images))
@@ -247,7 +233,12 @@ def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = Tru
     real = jnp.asarray(data.images[order[study.heldout:]])
     classify = _train_classifier(data.images[order[study.heldout:]], data.labels[order[study.heldout:]], study.seed)
     model, training = study.model, study.training
-    train_runs = jax.jit(jax.vmap(lambda key, images: train(key, model, training, images)))
+
+    def fit_runs(keys, images):  # a Python loop over compiled steps for the conv model on a CPU (see train)
+        return train_runs(keys, model, training, images)
+
+    def trained_shape(keys, images):
+        return jax.eval_shape(lambda k, x: train_runs(k, model, training, x, loop="scan"), keys, images)
     sample_runs = jax.jit(jax.vmap(lambda key, params: generate(key, model, params, real.shape[0], study.sample_mode)),
                           static_argnums=())
     encode_runs = jax.jit(jax.vmap(lambda params, images: encode_means(model, params, images)))
@@ -262,9 +253,9 @@ def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = Tru
         path = checkpoints / f"generation_{generation}.safetensors"
         train_keys, sample_keys, _ = _keys(study, generation)
         if path.is_file():  # finished before an interruption: never trained again
-            params, losses = _load_checkpoint(path, jax.eval_shape(train_runs, train_keys, current))
+            params, losses = _load_checkpoint(path, trained_shape(train_keys, current))
         else:
-            params, losses = train_runs(train_keys, current)
+            params, losses = fit_runs(train_keys, current)
             _save_checkpoint(path, (params, losses))
         if first_params is None:
             first_params = params
@@ -314,7 +305,7 @@ def _write_summary(folder: Path, rows, latents) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_bytes(folder / "summary.csv", buffer.getvalue().encode())
+    atomic_bytes(folder / "summary.csv", buffer.getvalue().encode())
     stream = io.BytesIO()
     np.savez(stream, **latents)
-    _atomic_bytes(folder / "latents.npz", stream.getvalue())
+    atomic_bytes(folder / "latents.npz", stream.getvalue())
