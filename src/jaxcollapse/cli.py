@@ -127,6 +127,40 @@ def build_parser() -> argparse.ArgumentParser:
     regression.add_argument("--path", default="auto", help="auto | data | sufficient (default auto)")
     _add_run_arguments(regression, "results/regression")
 
+    lm = commands.add_parser(
+        "lm", help="an OPT language model fine-tuned on its own text (paper section 5.2, Figures 10, 11, 14, 15)")
+    lm.add_argument("--model", default="tiny", help="tiny | small (random OPT presets) | DIR (a local Hugging Face "
+                    "OPT checkpoint: config.json, model.safetensors, tokenizer files)")
+    lm.add_argument("--corpus", default="synthetic", help="synthetic (built-in Markov language, exact likelihoods) | "
+                    "wikitext2 (cached or reachable) | PATH (a text file or a folder of them)")
+    lm.add_argument("--preset", default=None, help="paper-no-real | paper-10pct-real: the paper's settings for "
+                    "OPT-125m on wikitext-2 (use with --model DIR, on a GPU); other flags given override them")
+    lm.add_argument("--generations", type=int, default=None, help="models trained, generation 0 on real data "
+                    "(default 3)")
+    lm.add_argument("--runs", type=int, default=None, help="independent runs (default 1)")
+    lm.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per generation (default 5)")
+    lm.add_argument("--real-fraction", type=float, default=None,
+                    help="share of each later generation's blocks replaced by random real blocks (default 0)")
+    lm.add_argument("--beams", type=int, default=None, help="beam search width; 1 = greedy (default 5)")
+    lm.add_argument("--repetition-penalty", type=float, default=None, help="Hugging Face's (default 1: none)")
+    lm.add_argument("--block-size", type=int, default=None, help="tokens per block (default 64)")
+    lm.add_argument("--new-tokens", type=int, default=None, help="tokens written per prompt (default 64)")
+    lm.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch (default 32)")
+    lm.add_argument("--lr", type=float, default=None,
+                    help="AdamW learning rate, cosine schedule (default 1e-3 for presets, 2e-5 for a checkpoint)")
+    lm.add_argument("--train-blocks", type=int, default=None,
+                    help="cap on real training blocks (default 256; 0 = all)")
+    lm.add_argument("--eval-blocks", type=int, default=None,
+                    help="cap on validation and test blocks (default 64; 0 = all)")
+    lm.add_argument("--vocab", type=int, default=None,
+                    help="symbols of the synthetic language, or BPE vocabulary for a preset model (default 64)")
+    lm.add_argument("--generation-batch", type=int, default=None, help="prompts per generation call (default 16)")
+    lm.add_argument("--seed", type=int, default=None)
+    lm.add_argument("--out", default="results/lm", help="run folder; an existing one of the same run resumes")
+    lm.add_argument("--force", action="store_true", help="start over in --out")
+    lm.add_argument("--no-figures", action="store_true")
+    lm.add_argument("--no-progress", action="store_true")
+
     vae = commands.add_parser("vae", help="VAEs retrained on their own samples (paper section 5.1, Figures 8 and 9)")
     vae.add_argument("--generations", type=int, default=5, help="generations trained on generated data (default 5)")
     vae.add_argument("--runs", type=int, default=5, help="independent runs, trained at once with vmap (default 5)")
@@ -300,6 +334,43 @@ def _vae(args) -> int:
     return 0
 
 
+def _lm(args) -> int:
+    import numpy as np
+
+    from .lm.runs import PRESETS, LMStudy, run_lm
+
+    settings = {}
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise ConfigError(f"--preset must be one of {tuple(PRESETS)}; got {args.preset!r}")
+        settings.update(PRESETS[args.preset])
+    flags = {"model": args.model, "corpus": args.corpus, "generations": args.generations, "runs": args.runs,
+             "epochs": args.epochs, "real_fraction": args.real_fraction, "beams": args.beams,
+             "repetition_penalty": args.repetition_penalty, "block_size": args.block_size,
+             "new_tokens": args.new_tokens, "batch_size": args.batch_size, "learning_rate": args.lr,
+             "train_blocks": args.train_blocks, "eval_blocks": args.eval_blocks, "vocab": args.vocab,
+             "generation_batch": args.generation_batch, "seed": args.seed}
+    given = {name: value for name, value in flags.items() if value is not None}
+    if args.preset is not None and given.get("corpus") == "synthetic":
+        given.pop("corpus")  # the preset's corpus unless one is named
+    for cap in ("train_blocks", "eval_blocks"):
+        if given.get(cap) == 0:
+            given[cap] = None
+    settings.update(given)
+    if args.preset is not None and settings["model"] in ("tiny", "small"):
+        raise ConfigError(f"--preset {args.preset} fine-tunes a pretrained OPT: pass --model DIR, a folder with "
+                          f"facebook/opt-125m's config.json, model.safetensors, vocab.json and merges.txt")
+    study = LMStudy(**settings)
+    rows = run_lm(study, args.out, force=args.force, figures=not args.no_figures,
+                  progress=False if args.no_progress else None)
+    last = [row for row in rows if row["generation"] == study.generations - 1]
+    print(f"generation {study.generations - 1}: test perplexity "
+          f"{np.mean([row['test_perplexity'] for row in last]):.2f} (generation 0: "
+          f"{np.mean([row['test_perplexity'] for row in rows if row['generation'] == 0]):.2f})")
+    print(f"wrote summary.csv, runs/ (models, written blocks, metrics) and figures to {args.out}")
+    return 0
+
+
 def _rerun(args) -> int:
     from .runs import rerun
 
@@ -315,7 +386,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "kde": _kde, "regression": _regression, "vae": _vae,
-                    "rerun": _rerun}
+                    "lm": _lm, "rerun": _rerun}
         return commands[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)

@@ -1,0 +1,176 @@
+"""The recursive language-model pipeline: end to end through the CLI, resume, real-fraction
+mixing, fine-tuning, bad input."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcollapse import ConfigError
+from jaxcollapse.cli import main
+from jaxcollapse.lm.runs import LMStudy, run_lm
+
+FIXTURE = Path(__file__).parent / "fixtures" / "opt" / "pre_ln"
+SMALL = dict(generations=2, epochs=1, train_blocks=16, eval_blocks=8, block_size=16, new_tokens=16, vocab=24,
+             beams=2, batch_size=8, generation_batch=8)
+TIMING = ("train_seconds",)
+
+
+def _rows(path):
+    with open(path) as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
+
+
+def test_cli_runs_two_generations_on_the_synthetic_language(tmp_path, capsys):
+    out = tmp_path / "lm"
+    code = main(["lm", "--generations", "2", "--epochs", "1", "--train-blocks", "16", "--eval-blocks", "8",
+                 "--block-size", "16", "--new-tokens", "16", "--vocab", "24", "--beams", "2", "--batch-size", "8",
+                 "--generation-batch", "8", "--real-fraction", "0.25", "--repetition-penalty", "2",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert "test perplexity" in capsys.readouterr().out
+    rows = _rows(out / "summary.csv")
+    assert [(row["generation"], row["run"]) for row in rows] == [("0", "0"), ("1", "0")]
+    for column in ("test_perplexity", "synthetic_ppl_q05", "synthetic_ppl_q50", "synthetic_ppl_q95",
+                   "lost_trigram_mass", "source_perplexity"):
+        assert all(np.isfinite(float(row[column])) for row in rows), column
+    for row in rows:  # infinite (a special id written) or a true perplexity above 1
+        assert 0 <= float(row["synthetic_special_blocks"]) <= 1
+        assert float(row["synthetic_true_ppl_q05"]) <= float(row["synthetic_true_ppl_q50"])
+        assert float(row["synthetic_true_ppl_q50"]) > 1
+    # generation 0 trains on the 16 real blocks; generation 1 on the written ones with 25 % real
+    assert [int(row["real_blocks"]) for row in rows] == [16, 4]
+    source = float(rows[0]["source_perplexity"])
+    assert 1 < source < 24  # a Zipfian source over 24 symbols
+    for generation in (0, 1):
+        where = out / "runs" / "run_0" / f"generation_{generation}"
+        written = np.load(where / "synthetic.npy", allow_pickle=False)
+        assert written.shape == (16, 16) and written.dtype == np.int32
+        assert written.min() >= 0 and written.max() < 24 + 2
+        assert (where / "model" / "model.safetensors").is_file() and (where / "model" / "config.json").is_file()
+    for name in ("figure10_test_perplexity.png", "figure14_synthetic_perplexity.png",
+                 "figure15_synthetic_perplexity_3d.png", "true_perplexity.png", "lost_mass.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_real_fraction_takes_exactly_the_right_number_of_real_blocks(tmp_path):
+    from jaxcollapse.lm.runs import _Setup, _training_blocks
+
+    study = LMStudy(**{**SMALL, "real_fraction": 0.3})
+    setup = _Setup(study)
+    written = np.full_like(setup.splits.train, 25)  # an id no real block holds (the pad id)
+    blocks, count = _training_blocks(study, setup, run=0, generation=1, previous=written)
+    assert count == round(0.3 * 16) == 5
+    assert blocks.shape == setup.splits.train.shape
+    real_rows = [i for i in range(16) if (blocks[i] != 25).all()]
+    assert len(real_rows) == 5
+    train = {tuple(row) for row in setup.splits.train}
+    assert all(tuple(blocks[i]) in train for i in real_rows)
+    again, _ = _training_blocks(study, setup, run=0, generation=1, previous=written)
+    np.testing.assert_array_equal(blocks, again)  # derived from (seed, run, generation)
+
+
+def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+    study = LMStudy(**SMALL)
+    whole = tmp_path / "whole"
+    run_lm(study, whole, progress=False, figures=False)
+    broken = tmp_path / "broken"
+    run_lm(study, broken, progress=False, figures=False, stop_after=(0, 1, "fit"))
+    assert not (broken / "runs" / "run_0" / "generation_1" / "synthetic.npy").exists()
+    model_file = broken / "runs" / "run_0" / "generation_1" / "model" / "model.safetensors"
+    stamp = model_file.stat().st_mtime_ns
+    # an interrupted generation: half the blocks written
+    run_lm(study, tmp_path / "half", progress=False, figures=False, stop_after=(0, 0, "fit"))
+    rows = run_lm(study, broken, progress=False, figures=False)
+    assert model_file.stat().st_mtime_ns == stamp  # the finished fine-tuning was not redone
+    assert _rows(broken / "summary.csv") == _rows(whole / "summary.csv")
+    for generation in (0, 1):
+        name = f"runs/run_0/generation_{generation}/synthetic.npy"
+        np.testing.assert_array_equal(np.load(broken / name), np.load(whole / name))
+    assert len(rows) == 2
+
+
+def test_generation_resumes_from_its_saved_batches(tmp_path):
+    study = LMStudy(**SMALL)
+    whole = tmp_path / "whole"
+    run_lm(study, whole, progress=False, figures=False, stop_after=(0, 0, "sample"))
+    partial = tmp_path / "partial"
+    run_lm(study, partial, progress=False, figures=False, stop_after=(0, 0, "fit"))
+    where = partial / "runs" / "run_0" / "generation_0"
+    full = np.load(whole / "runs" / "run_0" / "generation_0" / "synthetic.npy")
+    np.save(where / "synthetic.partial.npy", full[:8])  # as if killed after the first batch
+    run_lm(study, partial, progress=False, figures=False, stop_after=(0, 0, "sample"))
+    np.testing.assert_array_equal(np.load(where / "synthetic.npy"), full)
+    assert not (where / "synthetic.partial.npy").exists()
+
+
+def test_a_checkpoint_folder_is_the_base_model(tmp_path):
+    study = LMStudy(**{**SMALL, "model": str(FIXTURE), "generations": 1})
+    rows = run_lm(study, tmp_path / "run", progress=False, figures=False)
+    assert rows[0]["generation"] == 0 and np.isfinite(rows[0]["test_perplexity"])
+    saved = json.loads((tmp_path / "run" / "runs" / "run_0" / "generation_0" / "model" / "config.json").read_text())
+    assert saved["model_type"] == "opt" and saved["vocab_size"] == 128
+
+
+def test_finetuning_keeps_the_best_epoch_and_lowers_the_loss():
+    from flax import nnx
+
+    from jaxcollapse.lm.finetune import FinetuneConfig, finetune, perplexity
+    from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM, functional
+
+    config = OPTConfig.preset("tiny", vocab_size=16, max_position_embeddings=64)
+    apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+    blocks = np.tile((np.arange(12, dtype=np.int32) % 5) + 3, (24, 1))
+    before = perplexity(apply, params, blocks)
+    tuned, history = finetune(jax.random.key(0), apply, params, blocks, blocks[:4],
+                              FinetuneConfig(epochs=4, batch_size=10, learning_rate=3e-3))
+    after = perplexity(apply, tuned, blocks[:4])
+    assert after < before / 2
+    best = int(np.argmin(history["valid_loss"]))
+    assert history["best_epoch"] == best + 1
+    assert np.isclose(np.log(after), history["valid_loss"][best], rtol=1e-5)
+    assert len(history["train_loss"]) == 4
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(model="no/such/folder"), "local OPT checkpoint folder"),
+    (dict(real_fraction=1.5), r"real_fraction must lie in \[0, 1\]"),
+    (dict(epochs=0), "epochs"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(block_size=1), "block_size"),
+])
+def test_bad_settings_are_named(change, match):
+    with pytest.raises(ConfigError, match=match):
+        LMStudy(**{**SMALL, **change})
+
+
+def test_a_block_longer_than_the_context_is_refused(tmp_path):
+    study = LMStudy(**{**SMALL, "model": str(FIXTURE), "block_size": 40, "new_tokens": 40})
+    with pytest.raises(ConfigError, match="exceeds the model's context"):
+        run_lm(study, tmp_path / "run", progress=False)
+
+
+def test_an_empty_corpus_is_refused(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        run_lm(LMStudy(**{**SMALL, "corpus": str(empty)}), tmp_path / "run", progress=False)
+
+
+def test_a_checkpoint_that_is_not_opt_is_refused(tmp_path):
+    folder = tmp_path / "gpt2"
+    shutil.copytree(FIXTURE, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "gpt2"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="not an OPT"):
+        run_lm(LMStudy(**{**SMALL, "model": str(folder)}), tmp_path / "run", progress=False)
+
+
+def test_the_paper_preset_needs_a_checkpoint(capsys):
+    assert main(["lm", "--preset", "paper-10pct-real", "--out", "unused"]) == 2
+    assert "pass --model DIR" in capsys.readouterr().err
