@@ -16,9 +16,11 @@ Throughput is **images per second of training** (forward, backward, optimiser st
                   convolutions inside a ``lax.scan`` about 20x slower); the first call,
                   which compiles, is not timed;
   jc-vmap-5       five independent runs at once, ``jax.vmap`` over their keys (the
-                  paper trained 5 runs), images/s counting every run's images;
+                  paper trained 5 runs; ``train_runs(..., batch_runs=True)``), images/s
+                  counting every run's images;
   jc-sequential-5 the same five runs one after another (the compiled one-run step),
-                  the baseline of the vmap speed-up.
+                  the baseline of the vmap speed-up; ``train_runs``'s default for the conv
+                  model on a CPU (``batch_runs=None``), where vmapped convolutions are slow.
 
 Also the small MLP VAE on scikit-learn's 8x8 digits (``--mlp``), the model of the tests.
 
@@ -135,8 +137,8 @@ def benchmark(config: VAEConfig, dataset: str, epochs: int, repeats: int, runs: 
     keys = jax.random.split(jax.random.key(0), runs)
     images_jax = jax.device_put(images)
 
-    def fit(run_keys):
-        return block(train_runs(run_keys, config, training, images_jax, loop=loop))
+    def fit(run_keys):  # several keys: vmapped into one program (batch_runs=True)
+        return block(train_runs(run_keys, config, training, images_jax, loop=loop, batch_runs=True))
 
     def block(tree):
         jax.block_until_ready(tree)

@@ -83,8 +83,6 @@ def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path)
     assert not (broken / "runs" / "run_0" / "generation_1" / "synthetic.npy").exists()
     model_file = broken / "runs" / "run_0" / "generation_1" / "model" / "model.safetensors"
     stamp = model_file.stat().st_mtime_ns
-    # an interrupted generation: half the blocks written
-    run_lm(study, tmp_path / "half", progress=False, figures=False, stop_after=(0, 0, "fit"))
     rows = run_lm(study, broken, progress=False, figures=False)
     assert model_file.stat().st_mtime_ns == stamp  # the finished fine-tuning was not redone
     assert _rows(broken / "summary.csv") == _rows(whole / "summary.csv")

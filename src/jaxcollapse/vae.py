@@ -321,7 +321,7 @@ TRAIN_LOOPS = ("auto", "scan", "host")
 
 
 def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weights=None, *, loop: str = "auto",
-               on_epoch: Callable[[int, np.ndarray], None] | None = None):
+               batch_runs: bool | None = None, on_epoch: Callable[[int, np.ndarray], None] | None = None):
     """Train ``len(keys)`` independent VAEs at once (``jax.vmap`` over runs), run r on
     ``images[r]`` (R, N, H, W, 1) with ``weights[r]``, or all on the same (N, H, W, 1).
     Returns parameters and per-epoch losses with a leading runs axis; run r equals
@@ -330,8 +330,12 @@ def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weigh
     ``loop``: ``"scan"`` compiles the whole training (epochs and steps in ``lax.scan``);
     ``"host"`` compiles one vmapped step and loops over epochs and steps in Python, which
     avoids XLA:CPU's slow convolutions inside loops (see :func:`train`); ``"auto"`` picks
-    ``"host"`` for the conv architecture on a CPU, ``"scan"`` otherwise. ``on_epoch(epoch,
-    losses)`` is called after every epoch in the host loop (progress).
+    ``"host"`` for the conv architecture on a CPU, ``"scan"`` otherwise. ``batch_runs``:
+    vmap the runs into one program (True) or train them one after another (False); None
+    means False for the conv architecture on a CPU, where the vmapped convolutions (one
+    kernel per run: grouped convolutions) ran 0.22x as fast as five runs in turn
+    (``benchmarks/vae.py``), True otherwise. ``on_epoch(epoch, losses)`` is called after
+    every epoch in the host loop (progress).
 
     Example:
         >>> import jax
@@ -344,8 +348,11 @@ def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weigh
         (3, 2)
     """
     require_choice("loop", loop, TRAIN_LOOPS)
+    conv_on_cpu = config.architecture == "conv" and jax.default_backend() == "cpu"
     if loop == "auto":
-        loop = "host" if config.architecture == "conv" and jax.default_backend() == "cpu" else "scan"
+        loop = "host" if conv_on_cpu else "scan"
+    if batch_runs is None:
+        batch_runs = not conv_on_cpu
     shared = np.ndim(images) != 5
     runs = len(keys)
     if shared:
@@ -357,6 +364,11 @@ def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weigh
         if images.shape[0] != runs:
             raise ConfigError(f"images hold {images.shape[0]} runs but {runs} keys were given")
     data_axis = None if shared else 0
+    if not batch_runs and runs > 1:
+        trained = [train_runs(keys[r:r + 1], config, train_config, images if shared else images[r:r + 1],
+                              weights if shared else weights[r:r + 1], loop=loop, batch_runs=True, on_epoch=on_epoch)
+                   for r in range(runs)]
+        return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trained)
     if loop == "scan":
         return _train_runs_scan(config, train_config, data_axis)(keys, images, weights)
     trainer = _trainer(config, train_config, images.shape[-4])

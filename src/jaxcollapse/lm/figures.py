@@ -34,6 +34,13 @@ def _by_generation(rows, name):
     return np.array(generations), table
 
 
+def _run_mean(table: np.ndarray) -> np.ndarray:
+    """Mean over runs (rows), ignoring missing values; NaN where a generation has none."""
+    finite = np.isfinite(table)
+    counts = finite.sum(axis=0)
+    return np.where(counts > 0, np.where(finite, table, 0).sum(axis=0) / np.maximum(counts, 1), np.nan)
+
+
 def _bins(scored: dict) -> np.ndarray:
     values = np.concatenate([np.asarray(v) for v in scored.values()])
     low, high = np.quantile(values, 0.001), np.quantile(values, 0.999)
@@ -49,7 +56,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     for line in test:
         axis.plot(generations, line, color="tab:blue", alpha=0.35, lw=1)
-    axis.plot(generations, np.nanmean(test, axis=0), "o-", color="tab:blue", lw=2, label=f"mean of {len(test)} runs")
+    axis.plot(generations, _run_mean(test), "o-", color="tab:blue", lw=2, label=f"mean of {len(test)} runs")
     axis.set_xlabel("generation")
     axis.set_ylabel("perplexity on the real test set")
     axis.set_title(f"{study.corpus}: {int(round(study.real_fraction * 100))}% real data kept, {study.epochs} epochs",
@@ -95,8 +102,9 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
         _, mean = _by_generation(rows, "synthetic_true_ppl_mean")
         source = rows[0]["source_perplexity"]
         figure, axis = plt.subplots(figsize=(6.4, 4.2))
-        axis.plot(generations, np.nanmean(median, axis=0), "o-", label="median over written blocks")
-        axis.plot(generations, np.nanmean(mean, axis=0), "s--", label="mean over written blocks")
+        axis.plot(generations, _run_mean(median), "o-", label="median over written blocks")
+        if np.isfinite(mean).any():  # means leave out blocks with ids the source never emits
+            axis.plot(generations, _run_mean(mean), "s--", label="mean over written blocks")
         axis.axhline(source, color="black", lw=1, label=f"the source itself ({source:.1f})")
         axis.set_xlabel("generation (model that wrote the blocks)")
         axis.set_ylabel("exact perplexity under the true source")
@@ -109,7 +117,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
                               ("lost_trigram_mass", "trigrams never written"),
                               ("lost_tail_fraction", "share of the rarest 10% of trigram mass lost")):
             _, table = _by_generation(rows, column)
-            axis.plot(generations, np.nanmean(table, axis=0), "o-", label=label)
+            axis.plot(generations, _run_mean(table), "o-", label=label)
         axis.set_xlabel("generation (model that wrote the blocks)")
         axis.set_ylabel("true probability mass")
         axis.legend(fontsize=8)
