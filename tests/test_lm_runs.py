@@ -92,8 +92,9 @@ def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path)
     assert len(rows) == 2
 
 
-def test_generation_resumes_from_its_saved_batches(tmp_path):
-    study = LMStudy(**SMALL)
+@pytest.mark.parametrize("decoding", ["beam", "sample"])
+def test_generation_resumes_from_its_saved_batches(tmp_path, decoding):
+    study = LMStudy(**{**SMALL, "decoding": decoding})
     whole = tmp_path / "whole"
     run_lm(study, whole, progress=False, figures=False, stop_after=(0, 0, "sample"))
     partial = tmp_path / "partial"
@@ -140,6 +141,8 @@ def test_finetuning_keeps_the_best_epoch_and_lowers_the_loss():
     (dict(epochs=0), "epochs"),
     (dict(batch_size=0), "batch_size"),
     (dict(block_size=1), "block_size"),
+    (dict(decoding="nucleus"), "decoding"),
+    (dict(temperature=0.5), "temperature only applies"),
 ])
 def test_bad_settings_are_named(change, match):
     with pytest.raises(ConfigError, match=match):

@@ -143,17 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of each later generation's blocks replaced by random real blocks (default 0)")
     lm.add_argument("--beams", type=int, default=None, help="beam search width; 1 = greedy (default 5)")
     lm.add_argument("--repetition-penalty", type=float, default=None, help="Hugging Face's (default 1: none)")
+    lm.add_argument("--decoding", default=None, help="beam (the paper's, --beams wide) | greedy | sample "
+                    "(ancestral sampling at --temperature) (default beam)")
+    lm.add_argument("--temperature", type=float, default=None, help="for --decoding sample (default 1)")
     lm.add_argument("--block-size", type=int, default=None, help="tokens per block (default 64)")
     lm.add_argument("--new-tokens", type=int, default=None, help="tokens written per prompt (default 64)")
     lm.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch (default 32)")
     lm.add_argument("--lr", type=float, default=None,
                     help="AdamW learning rate, cosine schedule (default 1e-3 for presets, 2e-5 for a checkpoint)")
     lm.add_argument("--train-blocks", type=int, default=None,
-                    help="cap on real training blocks (default 256; 0 = all)")
+                    help="cap on real training blocks (default 512; 0 = all)")
     lm.add_argument("--eval-blocks", type=int, default=None,
                     help="cap on validation and test blocks (default 64; 0 = all)")
     lm.add_argument("--vocab", type=int, default=None,
-                    help="symbols of the synthetic language, or BPE vocabulary for a preset model (default 64)")
+                    help="symbols of the synthetic language, or BPE vocabulary for a preset model (default 16)")
     lm.add_argument("--generation-batch", type=int, default=None, help="prompts per generation call (default 16)")
     lm.add_argument("--seed", type=int, default=None)
     lm.add_argument("--out", default="results/lm", help="run folder; an existing one of the same run resumes")
@@ -346,7 +349,8 @@ def _lm(args) -> int:
         settings.update(PRESETS[args.preset])
     flags = {"model": args.model, "corpus": args.corpus, "generations": args.generations, "runs": args.runs,
              "epochs": args.epochs, "real_fraction": args.real_fraction, "beams": args.beams,
-             "repetition_penalty": args.repetition_penalty, "block_size": args.block_size,
+             "repetition_penalty": args.repetition_penalty, "decoding": args.decoding,
+             "temperature": args.temperature, "block_size": args.block_size,
              "new_tokens": args.new_tokens, "batch_size": args.batch_size, "learning_rate": args.lr,
              "train_blocks": args.train_blocks, "eval_blocks": args.eval_blocks, "vocab": args.vocab,
              "generation_batch": args.generation_batch, "seed": args.seed}

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._files import atomic_bytes, claim_run_folder
-from .._validation import ConfigError, require_int, require_positive
+from .._validation import ConfigError, require_choice, require_int, require_positive
 from .data import BlockSplits, load_checkpoint_tokenizer, load_corpus, numpy_rng, sample_real_fraction
 from .data import tokenize_corpus, train_bpe_tokenizer
 from .finetune import FinetuneConfig, finetune, perplexity, score_blocks
@@ -58,6 +58,7 @@ from .synthetic import SyntheticLanguage, synthetic_corpus
 __all__ = ["LMStudy", "run_lm", "PRESETS", "QUANTILES", "study_preset"]
 
 MODEL_PRESETS = ("tiny", "small")
+DECODINGS = ("beam", "greedy", "sample")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 FORMAT_VERSION = 1
 
@@ -85,14 +86,16 @@ class LMStudy:
     real_fraction: float = 0.0
     beams: int = 5
     repetition_penalty: float = 1.0
+    decoding: str = "beam"
+    temperature: float = 1.0
     block_size: int = 64
     new_tokens: int = 64
     batch_size: int = 32
     learning_rate: float | None = None
     final_learning_rate: float | None = None
-    train_blocks: int | None = 256
+    train_blocks: int | None = 512
     eval_blocks: int | None = 64
-    vocab: int = 64
+    vocab: int = 16
     zipf_exponent: float = 1.1
     generation_batch: int = 16
     seed: int = 0
@@ -109,6 +112,10 @@ class LMStudy:
         require_int("vocab", self.vocab, 2)
         require_int("seed", self.seed, 0)
         require_positive("repetition_penalty", self.repetition_penalty)
+        require_choice("decoding", self.decoding, DECODINGS)
+        require_positive("temperature", self.temperature)
+        if self.decoding != "sample" and self.temperature != 1.0:
+            raise ConfigError(f"temperature only applies to decoding='sample'; got decoding={self.decoding!r}")
         if not 0.0 <= self.real_fraction <= 1.0:
             raise ConfigError(f"real_fraction must lie in [0, 1]; got {self.real_fraction!r}")
         for name in ("train_blocks", "eval_blocks"):
@@ -132,8 +139,9 @@ class LMStudy:
                               final_learning_rate=final)
 
     def generation_config(self, eos: int | None, pad: int | None) -> GenerationConfig:
-        return GenerationConfig(max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
-                                method="beam" if self.beams > 1 else "greedy", num_beams=self.beams,
+        method = self.decoding if self.decoding != "beam" or self.beams > 1 else "greedy"
+        return GenerationConfig(max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens, method=method,
+                                num_beams=self.beams, temperature=self.temperature,
                                 repetition_penalty=self.repetition_penalty, eos_token_id=eos, pad_token_id=pad)
 
 
@@ -263,9 +271,10 @@ class _Meter:
         sys.stderr.flush()
 
 
-def _write_blocks(setup: _Setup, study: LMStudy, params, path: Path, meter) -> np.ndarray:
+def _write_blocks(setup: _Setup, study: LMStudy, params, path: Path, meter, key) -> np.ndarray:
     """Continue every real training block by ``new_tokens`` tokens, saving finished batches
-    (``.partial.npy``) so that an interrupted generation resumes where it stopped."""
+    (``.partial.npy``) so that an interrupted generation resumes where it stopped (sampling
+    keys derive from the batch's first block, so a resumed batch draws what it would have)."""
     prompts = setup.splits.train
     batch = min(study.generation_batch, len(prompts))
     partial = path.with_name(path.stem + ".partial.npy")
@@ -277,7 +286,8 @@ def _write_blocks(setup: _Setup, study: LMStudy, params, path: Path, meter) -> n
         rows = len(chunk)
         if rows < batch:  # one compiled shape: pad the last batch with copies
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - rows, axis=0)])
-        new = generate(setup.decoder, params, jnp.asarray(chunk), config=setup.generation).tokens
+        new = generate(setup.decoder, params, jnp.asarray(chunk), config=setup.generation,
+                       key=jax.random.fold_in(key, first) if study.decoding == "sample" else None).tokens
         done = np.concatenate([done, np.asarray(new, np.int32)[:rows]])
         meter("  generating", len(done), len(prompts), "blocks")
         if time.perf_counter() - last_save > 30 or len(done) == len(prompts):
@@ -286,6 +296,11 @@ def _write_blocks(setup: _Setup, study: LMStudy, params, path: Path, meter) -> n
     _save_npy(path, done)
     partial.unlink(missing_ok=True)
     return done
+
+
+def _stage_key(study: LMStudy, run: int, generation: int):
+    """The key of one (run, generation): fine-tuning takes fold_in(., 0), sampling fold_in(., 1)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(study.seed), run), generation)
 
 
 def _training_blocks(study: LMStudy, setup: _Setup, run: int, generation: int, previous: np.ndarray | None):
@@ -377,7 +392,7 @@ def run_lm(study: LMStudy, folder, *, force: bool = False, figures: bool = True,
                           f"({real_count} real)", file=sys.stderr, flush=True)
                 meter = _Meter(progress)
                 params, history = finetune(
-                    jax.random.fold_in(jax.random.fold_in(jax.random.key(study.seed), run), generation),
+                    jax.random.fold_in(_stage_key(study, run, generation), 0),
                     setup.apply, setup.base, train_blocks, setup.splits.valid, tune,
                     on_step=lambda done, total, loss: meter("  training", done, total, "steps",
                                                             f" loss {loss:.3f}"))
@@ -387,8 +402,9 @@ def run_lm(study: LMStudy, folder, *, force: bool = False, figures: bool = True,
                 return rows
             if first_params is None:
                 first_params = params
+            sample_key = jax.random.fold_in(_stage_key(study, run, generation), 1)
             written = _load_npy(blocks_path) if blocks_path.is_file() else _write_blocks(
-                setup, study, params, blocks_path, progress)
+                setup, study, params, blocks_path, progress, sample_key)
             if stop_after == (run, generation, "sample"):
                 return rows
             row, scored = _metrics(study, setup, run, generation, params, first_params, written, history, real_count)
