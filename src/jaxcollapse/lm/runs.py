@@ -22,13 +22,10 @@ is written atomically when its stage ends, so a run killed at any point resumes 
 finished stage (an interrupted fine-tuning starts that fine-tuning again; generation
 resumes at its last saved batch) and ends identical to an uninterrupted run.
 
-Example (a few seconds; see ``jaxcollapse lm --help`` for the command):
-    >>> import tempfile
-    >>> study = LMStudy(generations=2, epochs=1, train_blocks=16, eval_blocks=8, block_size=16,
-    ...                 new_tokens=16, vocab=24, beams=2, batch_size=8)
-    >>> rows = run_lm(study, tempfile.mkdtemp(), progress=False, figures=False)
-    >>> [row["generation"] for row in rows]
-    [0, 1]
+Example (``run_lm(study, folder)`` runs it; ``tests/test_lm_runs.py`` runs small ones):
+    >>> study = LMStudy(generations=2, epochs=1, train_blocks=16, block_size=16, new_tokens=16, vocab=24)
+    >>> study.finetune_config().learning_rate, study.generation_config(eos=24, pad=25).method
+    (0.001, 'beam')
 """
 
 from __future__ import annotations
