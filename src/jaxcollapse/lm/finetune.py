@@ -80,9 +80,11 @@ def block_nll(apply: Callable, params, blocks, *, deterministic: bool = True, dr
     """Summed next-token negative log-likelihood of each block (B, L) -> (B,), over its
     ``L - 1`` predicted positions (nats)."""
     logits, _ = apply(params, blocks, None, None, None, deterministic=deterministic, dropout_key=dropout_key)
-    log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(log_probs, blocks[:, 1:, None], axis=-1)[..., 0]
-    return -jnp.sum(picked, axis=-1)
+    # logsumexp minus the target's logit, not a full log-softmax then a gather: the same
+    # value, 1.2x faster training steps on a CPU (benchmarks/lm.py, jc-shifted-head)
+    logits = logits[:, :-1].astype(jnp.float32)
+    target = jnp.take_along_axis(logits, blocks[:, 1:, None], axis=-1)[..., 0]
+    return jnp.sum(jax.nn.logsumexp(logits, axis=-1) - target, axis=-1)
 
 
 def make_train_step(apply: Callable, optimizer: optax.GradientTransformation, *, dropout: bool = True):
