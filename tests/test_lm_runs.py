@@ -92,7 +92,7 @@ def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path)
     assert len(rows) == 2
 
 
-@pytest.mark.parametrize("decoding", ["beam", "sample"])
+@pytest.mark.parametrize("decoding", ["beam", pytest.param("sample", marks=pytest.mark.slow)])
 def test_generation_resumes_from_its_saved_batches(tmp_path, decoding):
     study = LMStudy(**{**SMALL, "decoding": decoding})
     whole = tmp_path / "whole"
