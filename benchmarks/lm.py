@@ -70,7 +70,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from jaxcollapse.lm.checkpoint import save_opt
@@ -153,24 +152,16 @@ def shifted_head_train_step(model: OPTForCausalLM, optimizer):
     from it. Same loss value, same update; a measurement of a suggested library change."""
     graphdef, _ = nnx.split(model)
 
-    def loss(params, blocks, weights, key):
+    def nll(params, blocks, key):
         merged = nnx.merge(graphdef, params)
         attend = merged.embed_tokens.attend
         object.__setattr__(merged.embed_tokens, "attend", lambda x: attend(x[:, :-1]))
         logits, _ = merged(blocks, None, None, None, deterministic=False, dropout_key=key)
         logits = logits.astype(jnp.float32)
         picked = jnp.take_along_axis(logits, blocks[:, 1:, None], axis=-1)[..., 0]
-        nll = jnp.sum(jax.nn.logsumexp(logits, axis=-1) - picked, axis=-1)
-        tokens = jnp.maximum(jnp.sum(weights), 1.0) * (blocks.shape[1] - 1)
-        return jnp.sum(nll * weights) / tokens
+        return jnp.sum(jax.nn.logsumexp(logits, axis=-1) - picked, axis=-1)
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, opt_state, blocks, weights, key):
-        value, grads = jax.value_and_grad(loss)(params, blocks, weights, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
+    return make_train_step(None, optimizer, nll=nll)
 
 
 def reorder_only_to_expand(cache, indices):
