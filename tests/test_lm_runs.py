@@ -1,7 +1,9 @@
 """The recursive language-model pipeline: end to end through the CLI, resume, real-fraction
 mixing, fine-tuning, bad input."""
 
+import contextlib
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -25,14 +27,25 @@ def _rows(path):
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
 
 
-def test_cli_runs_two_generations_on_the_synthetic_language(tmp_path, capsys):
-    out = tmp_path / "lm"
-    code = main(["lm", "--generations", "2", "--epochs", "1", "--train-blocks", "16", "--eval-blocks", "8",
-                 "--block-size", "16", "--new-tokens", "16", "--vocab", "24", "--beams", "2", "--batch-size", "8",
-                 "--generation-batch", "8", "--real-fraction", "0.25", "--repetition-penalty", "2",
-                 "--out", str(out), "--no-progress"])
+CLI_SETTINGS = {**SMALL, "real_fraction": 0.25, "repetition_penalty": 2.0}
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One CLI run shared by the tests that read it (a whole, uninterrupted run)."""
+    out = tmp_path_factory.mktemp("lm") / "lm"
+    flags = [f"--{name.replace('_', '-')}" for name in CLI_SETTINGS]
+    argv = [item for flag, value in zip(flags, CLI_SETTINGS.values()) for item in (flag, str(value))]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["lm", *argv, "--out", str(out), "--no-progress"])
+    return out, code, printed.getvalue()
+
+
+def test_cli_runs_two_generations_on_the_synthetic_language(cli_run):
+    out, code, printed = cli_run
     assert code == 0
-    assert "test perplexity" in capsys.readouterr().out
+    assert "test perplexity" in printed
     rows = _rows(out / "summary.csv")
     assert [(row["generation"], row["run"]) for row in rows] == [("0", "0"), ("1", "0")]
     for column in ("test_perplexity", "synthetic_ppl_q05", "synthetic_ppl_q50", "synthetic_ppl_q95",
@@ -74,10 +87,9 @@ def test_real_fraction_takes_exactly_the_right_number_of_real_blocks(tmp_path):
     np.testing.assert_array_equal(blocks, again)  # derived from (seed, run, generation)
 
 
-def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
-    study = LMStudy(**SMALL)
-    whole = tmp_path / "whole"
-    run_lm(study, whole, progress=False, figures=False)
+def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, cli_run):
+    whole = cli_run[0]
+    study = LMStudy(**CLI_SETTINGS)
     broken = tmp_path / "broken"
     run_lm(study, broken, progress=False, figures=False, stop_after=(0, 1, "fit"))
     assert not (broken / "runs" / "run_0" / "generation_1" / "synthetic.npy").exists()

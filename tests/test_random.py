@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxcollapse._random import chi_square, gamma, wishart_scatter
+from jaxcollapse._random import chi_square, gamma, gamma_from_draws, wishart_scatter
 from conftest import assert_z
 
 
@@ -38,9 +38,25 @@ def test_gamma_shape_zero_and_batch_independence():
     np.testing.assert_allclose(float(single(keys[3], 2.0)), float(batched(keys, 2.0)[3]), rtol=1e-6)
 
 
+def test_retried_lanes_follow_the_distribution_and_ignore_the_batch():
+    """A first attempt of normal -100 is always rejected: every lane comes from the retry
+    windows (a third of the lanes here, many windows), and must still be Gamma(2.5) and
+    keep its bits whatever batch it is drawn in."""
+    count = 30_000
+    keys = jax.random.split(jax.random.key(8), count)
+    draws = np.array(jax.random.uniform(jax.random.key(9), (count, 3), minval=0.01, maxval=0.99))
+    draws[::3, 0] = -100.0
+    batched = jax.jit(jax.vmap(lambda key, lane: gamma_from_draws(key, 2.5, lane)))
+    values = np.asarray(batched(keys, jnp.asarray(draws)))
+    retried = values[::3].astype(np.float64)
+    assert np.all(np.isfinite(values)) and np.all(values > 0)
+    assert stats.kstest(retried, stats.gamma(2.5).cdf).pvalue > 1e-4
+    np.testing.assert_array_equal(np.asarray(batched(keys[:48], jnp.asarray(draws[:48]))), values[:48])
+
+
 def test_chi_square_mean():
     keys = jax.random.split(jax.random.key(5), 50_000)
-    draws = np.asarray(jax.vmap(chi_square, (0, None))(keys, 9.0), np.float64)
+    draws = np.asarray(jax.jit(jax.vmap(chi_square, (0, None)))(keys, 9.0), np.float64)
     assert_z(draws.mean(), draws.std() / np.sqrt(draws.size), 9.0, "chi-square mean")
 
 

@@ -329,9 +329,11 @@ def _placeholder(k, dim, dtype) -> GMMParams:
     return GMMParams(jnp.full((k,), 1.0 / k, dtype), jnp.zeros((k, dim), dtype), eye, eye, zero, zero)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def sample_with_components(key, params: GMMParams, n: int):
     """n draws and the component of each: a component by inverse CDF of the weights, then
-    its Gaussian."""
+    its Gaussian. Jitted: called eagerly (held-out sets, figures) it is one compiled
+    program, not dozens of small ones."""
     component_key, normal_key = jax.random.split(key)
     dtype = params.means.dtype
     component = categorical(component_key, params.weights, n)

@@ -111,6 +111,13 @@ def make_train_step(apply: Callable, optimizer: optax.GradientTransformation, *,
 
 
 @functools.lru_cache(maxsize=8)
+def _finetune_step(apply: Callable, config: FinetuneConfig, total_steps: int):
+    # every generation of a study fine-tunes the same graph with the same schedule: one
+    # compilation serves them all
+    return make_train_step(apply, config.optimizer(total_steps), dropout=config.dropout)
+
+
+@functools.lru_cache(maxsize=8)
 def _scorer(apply: Callable):
     return jax.jit(lambda params, blocks: block_nll(apply, params, blocks))
 
@@ -152,10 +159,9 @@ def finetune(key, apply: Callable, params, train_blocks, valid_blocks, config: F
     batch = min(config.batch_size, rows)
     steps_per_epoch = -(-rows // batch)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = config.optimizer(total_steps)
-    step = make_train_step(apply, optimizer, dropout=config.dropout)
+    step = _finetune_step(apply, config, total_steps)
     params = jax.tree.map(jnp.array, params)  # a private copy: the step donates its buffers
-    opt_state = optimizer.init(params)
+    opt_state = config.optimizer(total_steps).init(params)
     best, best_loss, best_epoch = None, np.inf, 0
     history = {"train_loss": [], "valid_loss": []}
     started = time.perf_counter()
