@@ -9,18 +9,19 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
   training     **tokens/s** = batch x 64 / seconds per step: blocks of 64 tokens, next-token
                cross-entropy, dropout on (0.1, train mode), AdamW (no weight decay).
                jc: ``jaxcollapse.lm.finetune.make_train_step`` (one jitted step, parameters
-               and optimiser state donated) driven from Python as ``finetune`` does;
+               and optimiser state donated, the output head at the 63 predicting
+               positions) driven from Python as ``finetune`` does;
                torch: ``model(input_ids=blocks, labels=blocks).loss``, backward,
                ``torch.optim.AdamW`` step. ``--steps`` steps per timing.
   generation   **new tokens/s** = prompts x new tokens / seconds (beams not counted): 4
                prompts of 64 tokens, beam search with 5 beams, repetition penalty 2.0,
                ``min_new_tokens = max_new_tokens`` (64 for tiny, 16 for opt-125m), no
                sampling; seconds are per call (tiny: the mean of 5 calls per timing).
-               jc: ``jaxcollapse.lm.generate.generate`` (prefill, then a ``lax.scan`` over
-               the decoding steps; the whole call is one compiled program);
-               jc-prefill-last: the same with ``DecoderFns.prefill`` computing the output
-               head at the last prompt position only (what ``transformers.generate`` does
-               through ``logits_to_keep=1``), built here without touching the library;
+               jc: ``jaxcollapse.lm.generate.generate`` with ``opt.decoder_fns`` (prefill
+               with the output head at the last prompt position only, as
+               ``transformers.generate`` does through ``logits_to_keep=1``, then a
+               ``lax.scan`` over the decoding steps; the whole call is one compiled program);
+               jc-prefill-all: the same with the head at every prompt position;
                torch: ``model.generate(..., num_beams=5, do_sample=False)`` in eval mode
                under ``torch.inference_mode()``.
 
@@ -31,11 +32,9 @@ over every core; torch uses ``torch.get_num_threads()`` threads, printed).
 
 Diagnostics (on by default; ``--quick`` and ``--no-breakdown`` skip them):
 
-  jc-shifted-head   training with the library's step structure (jit, donation, AdamW,
-                    dropout) but the loss computed the cheaper way: the output head only
-                    at the 63 predicting positions and ``logsumexp - target logit``, not a
-                    log-softmax of all 64 positions sliced and gathered (a suggested
-                    library change, measured here; same loss value);
+  jc-full-head      training with the library's step structure (jit, donation, AdamW,
+                    dropout) but the loss computed the earlier way: the output head at all
+                    64 positions, a log-softmax sliced to 63 and a gather (same loss value);
   jc-no-reorder     generation with the per-step beam reorder of the cache switched off
                     (wrong tokens, timing only);
   breakdown         jc's beam search in parts, each its own compiled program: the prefill
@@ -80,7 +79,7 @@ from jaxcollapse.lm.generate import (
     generate,
     reorder_cache,
 )
-from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM, functional, init_cache
+from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM, decoder_fns, functional, init_cache
 
 BLOCK = 64  # tokens per training block
 PROMPT = 64  # prompt tokens
@@ -128,38 +127,15 @@ def block(tree):
     return tree
 
 
-def prefill_last_position(model: OPTForCausalLM):
-    """A ``DecoderFns.prefill`` for OPT whose output head runs at the last position only.
-
-    It merges the model inside the trace and shadows ``embed_tokens.attend`` (the tied
-    head) on that private copy with one reading ``x[:, -1:]``; ``(B, 1, vocab)`` logits.
-    """
-    graphdef, _ = nnx.split(model)
-
-    def prefill(params, input_ids, attention_mask, position_ids, cache):
-        merged = nnx.merge(graphdef, params)
-        attend = merged.embed_tokens.attend
-        object.__setattr__(merged.embed_tokens, "attend", lambda x: attend(x[:, -1:]))
-        return merged(input_ids, attention_mask, position_ids, cache)
-
-    return prefill
-
-
-def shifted_head_train_step(model: OPTForCausalLM, optimizer):
-    """``make_train_step(apply, optimizer, dropout=True)`` with the loss computed the cheaper
-    way: the output head only at the L - 1 predicting positions (no (B, L, vocab) slice copy)
-    and ``logsumexp(logits) - logits[target]`` in place of a full log-softmax and a gather
-    from it. Same loss value, same update; a measurement of a suggested library change."""
-    graphdef, _ = nnx.split(model)
+def full_head_train_step(apply, optimizer):
+    """``make_train_step`` with the loss computed the earlier way: the output head at all L
+    positions, then a log-softmax sliced to the L - 1 predicting ones and a gather (what the
+    library did before ``head_positions``). Same loss value, same update."""
 
     def nll(params, blocks, key):
-        merged = nnx.merge(graphdef, params)
-        attend = merged.embed_tokens.attend
-        object.__setattr__(merged.embed_tokens, "attend", lambda x: attend(x[:, :-1]))
-        logits, _ = merged(blocks, None, None, None, deterministic=False, dropout_key=key)
-        logits = logits.astype(jnp.float32)
-        picked = jnp.take_along_axis(logits, blocks[:, 1:, None], axis=-1)[..., 0]
-        return jnp.sum(jax.nn.logsumexp(logits, axis=-1) - picked, axis=-1)
+        logits, _ = apply(params, blocks, None, None, None, deterministic=False, dropout_key=key)
+        log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
+        return -jnp.sum(jnp.take_along_axis(log_probs, blocks[:, 1:, None], axis=-1)[..., 0], axis=-1)
 
     return make_train_step(None, optimizer, nll=nll)
 
@@ -221,7 +197,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
 
     trainers = {"jc": jc_trainer(make_train_step(apply, optimizer, dropout=True))}
     if breakdown:
-        trainers["jc-shifted-head"] = jc_trainer(shifted_head_train_step(model, optimizer))
+        trainers["jc-full-head"] = jc_trainer(full_head_train_step(apply, optimizer))
 
     # ---- PyTorch training
     torch_optimizer = torch.optim.AdamW(torch_train_model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
@@ -243,13 +219,11 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                                   pad_token_id=config.pad_token_id)
     cache_fn = functools.partial(init_cache, config)
     fns = {
-        "jc": DecoderFns(apply, cache_fn, context_length=config.max_position_embeddings),
-        "jc-prefill-last": DecoderFns(apply, cache_fn, context_length=config.max_position_embeddings,
-                                      prefill=prefill_last_position(model)),
+        "jc": decoder_fns(apply, config),
+        "jc-prefill-all": DecoderFns(apply, cache_fn, context_length=config.max_position_embeddings),
     }
     if breakdown:
-        fns["jc-no-reorder"] = DecoderFns(apply, cache_fn, reorder_cache=reorder_only_to_expand,
-                                          context_length=config.max_position_embeddings)
+        fns["jc-no-reorder"] = fns["jc"]._replace(reorder_cache=reorder_only_to_expand)
     gen_params = params0
     prompt_ids, prompt_mask_j = jnp.asarray(prompts), jnp.asarray(prompt_mask)
     torch_prompts = torch.from_numpy(prompts.astype(np.int64))
@@ -309,7 +283,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
             contention[kind][name] = None if best is None else round(best, 2)
 
     agree = {name: int(np.sum(np.all(outputs[name] == outputs["torch"], axis=1)))
-             for name in ("jc", "jc-prefill-last")}
+             for name in ("jc", "jc-prefill-all")}
     result = {
         "preset": preset, "parameters": int(parameters), "vocab_size": config.vocab_size,
         "torch_threads": torch.get_num_threads(),
@@ -317,8 +291,8 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                   "tokens_per_second": rates["train"], "seconds": walls["train"], "cores_used": cores["train"],
                   "other_processes_cores": contention["train"],
                   "ratio_jc_over_torch": rates["train"]["jc"] / rates["train"]["torch"],
-                  **({"ratio_jc_shifted_head_over_torch": rates["train"]["jc-shifted-head"] / rates["train"]["torch"]}
-                     if "jc-shifted-head" in rates["train"] else {}),
+                  **({"ratio_jc_full_head_over_torch": rates["train"]["jc-full-head"] / rates["train"]["torch"]}
+                     if "jc-full-head" in rates["train"] else {}),
                   "last_loss": losses},
         "generate": {"prompts": PROMPTS, "prompt_length": PROMPT, "new_tokens": new_tokens, "beams": BEAMS,
                      "calls_per_timing": calls,
@@ -326,8 +300,8 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                      "seconds": walls["generate"], "cores_used": cores["generate"],
                      "other_processes_cores": contention["generate"],
                      "ratio_jc_over_torch": rates["generate"]["jc"] / rates["generate"]["torch"],
-                     "ratio_jc_prefill_last_over_torch":
-                         rates["generate"]["jc-prefill-last"] / rates["generate"]["torch"],
+                     "ratio_jc_prefill_all_over_torch":
+                         rates["generate"]["jc-prefill-all"] / rates["generate"]["torch"],
                      "rows_identical_to_torch": agree},
         "first_call_seconds": first_call,
     }
@@ -367,7 +341,7 @@ def generation_breakdown(config, apply, params, fns, prompt_ids, prompt_mask, ne
 
     out = {
         "prefill_all_logits": _best_time(prefill(apply), params, prompt_ids, calls=calls),
-        "prefill_last_logits": _best_time(prefill(fns["jc-prefill-last"].prefill), params, prompt_ids, calls=calls),
+        "prefill_last_logits": _best_time(prefill(fns["jc"].prefill), params, prompt_ids, calls=calls),
     }
 
     def decode_loop(length):
@@ -392,18 +366,17 @@ def generation_breakdown(config, apply, params, fns, prompt_ids, prompt_mask, ne
     out["decode_steps_full_cache"] = _best_time(decode_loop(slots), params, calls=calls)
     out["decode_steps_prompt_plus_1_cache"] = _best_time(decode_loop(PROMPT + 1), params, calls=calls)
     out["generate"] = min(gen_walls["jc"])
-    out["generate_prefill_last"] = min(gen_walls["jc-prefill-last"])
+    out["generate_prefill_all"] = min(gen_walls["jc-prefill-all"])
     out["generate_no_reorder"] = min(gen_walls["jc-no-reorder"])
     out["estimate"] = {
-        "prefill": out["prefill_all_logits"],
-        "of which output head at non-last positions": out["prefill_all_logits"] - out["prefill_last_logits"],
+        "prefill": out["prefill_last_logits"],
         "decode steps (model)": out["decode_steps_full_cache"],
         # transformers attends over prompt + t slots at step t, jc over all of them: half the difference
         "of which attention over unwritten slots": (out["decode_steps_full_cache"]
                                                     - out["decode_steps_prompt_plus_1_cache"]) / 2,
         "beam reorder of the cache": out["generate"] - out["generate_no_reorder"],
         "rest (beam selection over beams x vocab)":
-            out["generate_no_reorder"] - out["prefill_all_logits"] - out["decode_steps_full_cache"],
+            out["generate_no_reorder"] - out["prefill_last_logits"] - out["decode_steps_full_cache"],
     }
     return out
 
@@ -416,16 +389,16 @@ def report(r: dict) -> None:
     for name, rate in t["tokens_per_second"].items():
         print(f"    {name:16s} {rate:10.0f} tokens/s   best {min(t['seconds'][name]):7.2f} s   "
               f"cores {t['cores_used'][name]} (others {t['other_processes_cores'][name]})   first call {r['first_call_seconds']['train/' + name]:6.1f} s")
-    shifted = (f";  jc-shifted-head / torch = {t['ratio_jc_shifted_head_over_torch']:.2f}x"
-               if "ratio_jc_shifted_head_over_torch" in t else "")
+    shifted = (f";  jc-full-head / torch = {t['ratio_jc_full_head_over_torch']:.2f}x"
+               if "ratio_jc_full_head_over_torch" in t else "")
     print(f"    jc / torch = {t['ratio_jc_over_torch']:.2f}x{shifted}")
     print(f"  generation, {g['prompts']} prompts x {g['prompt_length']} tokens, {g['new_tokens']} new tokens, "
           f"{g['beams']} beams, repetition penalty {g['repetition_penalty']}")
     for name, rate in g["new_tokens_per_second"].items():
         print(f"    {name:16s} {rate:10.1f} new tokens/s   best {min(g['seconds'][name]):7.2f} s   "
               f"cores {g['cores_used'][name]} (others {g['other_processes_cores'][name]})   first call {r['first_call_seconds']['generate/' + name]:6.1f} s")
-    print(f"    jc / torch = {g['ratio_jc_over_torch']:.2f}x;  jc-prefill-last / torch = "
-          f"{g['ratio_jc_prefill_last_over_torch']:.2f}x;  rows identical to torch: {g['rows_identical_to_torch']} "
+    print(f"    jc / torch = {g['ratio_jc_over_torch']:.2f}x;  jc-prefill-all / torch = "
+          f"{g['ratio_jc_prefill_all_over_torch']:.2f}x;  rows identical to torch: {g['rows_identical_to_torch']} "
           f"of {g['prompts']}")
     if "breakdown" in r:
         b = r["breakdown"]

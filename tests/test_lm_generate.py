@@ -492,8 +492,7 @@ def _opt_fixture_model():
 
     config, model = load_opt(FIXTURES / "pre_ln")
     apply, params = opt.functional(model)
-    fns = DecoderFns(apply, functools.partial(opt.init_cache, config), context_length=config.max_position_embeddings)
-    return fns, params
+    return opt.decoder_fns(apply, config), params  # what the recursive runs use
 
 
 @pytest.mark.parametrize("prompts", ["nopad", "leftpad"])

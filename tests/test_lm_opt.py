@@ -77,6 +77,25 @@ def test_logits_match_pytorch(loaded, name):
     assert masked_max_abs(logits, ref["logits"], ref["attention_mask"]) < 1e-4
 
 
+@pytest.mark.parametrize("name", ["pre_ln", "post_ln_proj"])
+def test_head_positions_are_rows_of_the_full_logits(loaded, name):
+    """The head run at some positions gives those rows of the full pass (final layer norm
+    and projection included), and the library's loss equals the full log-softmax one."""
+    from jaxcollapse.lm.finetune import block_nll
+
+    _, model = loaded[name]
+    apply, params = functional(model)
+    ids = jnp.asarray(reference(name)["input_ids"])
+    full, _ = jax.jit(apply)(params, ids)
+    for where in (slice(None, -1), slice(-1, None)):
+        part, _ = jax.jit(lambda p, i, where=where: apply(p, i, head_positions=where))(params, ids)
+        np.testing.assert_allclose(np.asarray(part), np.asarray(full)[:, where], atol=1e-5)
+    by_softmax = -np.take_along_axis(np.asarray(jax.nn.log_softmax(full[:, :-1])), np.asarray(ids)[:, 1:, None],
+                                     axis=-1)[..., 0].sum(axis=1)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda p: block_nll(apply, p, ids))(params)), by_softmax,
+                               rtol=1e-5)
+
+
 def test_fixture_configs_read_as_expected(loaded):
     pre, post, other = (loaded[name][0] for name in NAMES)
     assert pre.do_layer_norm_before and pre.has_final_layer_norm and not pre.has_projection

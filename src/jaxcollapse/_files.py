@@ -23,6 +23,8 @@ def atomic_bytes(path: Path, data: bytes) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "wb") as stream:
         stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())  # whole on disk before it takes the name, even across a crash
     os.replace(temporary, path)
 
 

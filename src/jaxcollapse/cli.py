@@ -48,6 +48,9 @@ def _add_run_arguments(command, out: str) -> None:
     command.add_argument("--x64", action="store_true", help="compute in float64")
     command.add_argument("--progress", dest="progress", action="store_true", default=None)
     command.add_argument("--no-progress", dest="progress", action="store_false")
+    command.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                         help="save the run's state to OUT/checkpoint.npz every K generations (default: every "
+                              "~10%% of the run); a killed run resumes with `jaxcollapse resume OUT`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--out", default=None, help="where to write (default FOLDER-rerun)")
     rerun.add_argument("--force", action="store_true")
     rerun.add_argument("--no-figures", action="store_true")
+    sweep = commands.add_parser("sweep", help="a grid or list of runs from a TOML file (see docs/sweeps.md)")
+    sweep.add_argument("config", help="the sweep's TOML file")
+    sweep.add_argument("--out", default="results/sweep", help="sweep folder (default results/sweep)")
+    sweep.add_argument("--force", action="store_true", help="start the whole sweep over")
+    sweep.add_argument("--no-figures", action="store_true")
+    resume = commands.add_parser("resume", help="finish an interrupted run (or sweep) from its folder")
+    resume.add_argument("folder")
+    resume.add_argument("--no-figures", action="store_true")
     return parser
 
 
@@ -207,6 +218,7 @@ def _gaussian(args) -> int:
     settings = RunSettings(
         chains=args.chains, seed=args.seed, chunk_size=args.chunk_size, devices=args.devices or None,
         quantiles=args.quantiles, figure_samples=args.figure_samples, progress=args.progress,
+        checkpoint_every=args.checkpoint_every,
     )
     paths, rows = run_gaussian(study, settings, args.out, force=args.force, figures=not args.no_figures)
     print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
@@ -232,7 +244,7 @@ def _discrete(args) -> int:
         path=args.path, per_state=args.per_state,
     )
     settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
-                           devices=args.devices or None, progress=args.progress)
+                           devices=args.devices or None, progress=args.progress, checkpoint_every=args.checkpoint_every)
     paths, rows = run_discrete(study, settings, args.out, force=args.force, figures=not args.no_figures)
     print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
     if args.check:
@@ -248,7 +260,8 @@ def _run(args, study, **settings) -> int:
     if args.devices < 0:
         raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
     settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
-                           devices=args.devices or None, progress=args.progress, **settings)
+                           devices=args.devices or None, progress=args.progress,
+                           checkpoint_every=args.checkpoint_every, **settings)
     paths, rows = run_study(study, settings, args.out, force=args.force, figures=not args.no_figures)
     print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
     if args.check:
@@ -386,11 +399,47 @@ def _rerun(args) -> int:
     return 1
 
 
+def _sweep(args) -> int:
+    from .sweep import run_sweep
+
+    table = run_sweep(args.config, args.out, force=args.force, figures=not args.no_figures)
+    print(f"wrote every cell under {table.parent / 'cells'} and the tidy table {table}")
+    return 0
+
+
+def _resume(args) -> int:
+    from pathlib import Path
+
+    from .runs import resume
+
+    if (Path(args.folder) / "sweep.json").is_file():
+        from .sweep import run_sweep
+
+        table = run_sweep(Path(args.folder) / "sweep.toml", args.folder, figures=not args.no_figures)
+        print(f"the sweep in {args.folder} is finished; tidy table {table}")
+        return 0
+    config = Path(args.folder) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"{args.folder} holds no config.json; it is not a jaxcollapse run folder")
+    import json
+
+    command = json.loads(config.read_text()).get("command")
+    if command in ("vae", "lm"):
+        raise ConfigError(f"{args.folder} is a {command} run: run the same `jaxcollapse {command} ... --out "
+                          f"{args.folder}` command again; it resumes at the last finished generation")
+    written = resume(args.folder, figures=not args.no_figures)
+    if written is None:
+        print(f"{args.folder} holds a finished run (summary.csv); nothing to resume")
+    else:
+        print(f"resumed and finished the run in {args.folder}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "kde": _kde, "regression": _regression, "vae": _vae,
-                    "lm": _lm, "rerun": _rerun}
+                    "lm": _lm, "rerun": _rerun, "resume": _resume, "sweep": _sweep}
         return commands[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)

@@ -30,12 +30,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _checkpoint
 from ._progress import Progress
 from ._random import step_words
 from ._validation import ConfigError, require_int
@@ -145,6 +147,9 @@ def simulate(
     num_devices: int | None = 1,
     segment_length: int | None = None,
     progress: bool | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    identity: dict | None = None,
 ) -> SimulationResult:
     """Run ``num_chains`` independent chains of ``program`` for ``num_generations``.
 
@@ -155,6 +160,12 @@ def simulate(
     generation (O(chains) memory, e.g. a chain's absorption time).
     ``chunk_size`` (default: what ``memory_budget_bytes`` allows) bounds the chains in
     flight; ``num_devices`` (``None``: all) shards each chunk over a ``chains`` mesh.
+
+    ``checkpoint`` (a file path) saves the run's state there (atomically, ``.npz``) at
+    least every ``checkpoint_every`` generations (default: every segment) and after every
+    chunk; if the file exists when the call starts, the run resumes from it and ends
+    bit-identical to an uninterrupted run. ``identity`` (JSON-able) describes the program
+    (e.g. the study's settings): a checkpoint of another program or seed is refused.
     """
     num_chains = require_int("chains", num_chains, 1)
     num_generations = require_int("generations", num_generations, 0)
@@ -202,6 +213,17 @@ def simulate(
         segment_length = max(1, math.ceil(num_generations / 10))
     segment_length = require_int("segment_length", segment_length, 1)
     num_segments = math.ceil(num_generations / segment_length)
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        checkpoint_every = segment_length if checkpoint_every is None else require_int(
+            "checkpoint_every", checkpoint_every, 1)
+        if jax.process_count() > 1:
+            raise ConfigError("checkpoint is for single-process runs; in a multi-process run every process holds "
+                              "only its own chains")
+        identity = {"program": identity, "chains": num_chains, "generations": num_generations, "seed": seed,
+                    "record": record, "metrics": list(program.metric_names), "quantile_metrics": list(quantile_metrics),
+                    "final_metrics": list(final_metrics), "chunk_size": chunk_size, "segment_length": segment_length,
+                    "x64": bool(jax.config.jax_enable_x64)}
 
     mesh = _chain_mesh(num_devices)
     chain_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains"))
@@ -249,35 +271,56 @@ def simulate(
     advance_jit = jax.jit(advance, donate_argnums=(0,))
     meter = Progress(num_generations, num_chains, num_chunks, progress)
 
-    merged_moments = None
-    merged_sketches = None
-    trajectory_chunks: list = []
+    shapes = jax.eval_shape(start, jax.ShapeDtypeStruct((chunk_size,), jnp.uint32),
+                            jax.ShapeDtypeStruct((chunk_size,), jnp.float32))
+    resumed = _checkpoint.EngineState()
+    if checkpoint is not None and checkpoint.exists():
+        resumed = _checkpoint.load(checkpoint, identity, *shapes)
+    merged_moments, merged_sketches = resumed.moments, resumed.sketches
+    trajectory_chunks, final_chunks = resumed.trajectory_chunks, resumed.final_chunks
+
+    def save(chunk, segments, carry=None, partial=None):
+        state = _checkpoint.EngineState(chunk, segments, carry, partial, merged_moments, merged_sketches,
+                                        trajectory_chunks, final_chunks)
+        _checkpoint.save(checkpoint, identity, state)
+
     compile_seconds = 0.0
     started = time.perf_counter()
-    for chunk in range(num_chunks):
+    for chunk in range(resumed.chunk, num_chunks):
         ids = np.arange(chunk * chunk_size, (chunk + 1) * chunk_size, dtype=np.uint32)
         valid_np = (ids < num_chains).astype(np.float32)
         chain_ids = jax.device_put(ids, chain_sharding)
         valid = jax.device_put(valid_np, chain_sharding)
-        if chunk == 0:
+        if chunk == resumed.chunk:
             tick = time.perf_counter()
             start_jit = start_jit.lower(chain_ids, valid).compile()
             if num_segments:
-                shapes = jax.eval_shape(start, chain_ids, valid)[0]
                 carry_spec = jax.tree.map(
-                    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=chain_sharding), shapes
+                    lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=chain_sharding), shapes[0]
                 )
                 advance_jit = advance_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0), root).compile()
             compile_seconds = time.perf_counter() - tick
-        carry, first = start_jit(chain_ids, valid)
-        outputs = [jax.device_get(first)]
-        outputs[0] = jax.tree.map(lambda x: np.asarray(x)[None], outputs[0])
-        for segment in range(num_segments):
+        if chunk == resumed.chunk and resumed.carry is not None:
+            carry = jax.device_put(resumed.carry, chain_sharding)
+            outputs = [resumed.partial]
+            first_segment = resumed.segments
+            meter.update(chunk, first_segment * segment_length, int(valid_np.sum()), 0)
+        else:
+            carry, first = start_jit(chain_ids, valid)
+            outputs = [jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(first))]
+            first_segment = 0
+        saved_at = first_segment * segment_length
+        for segment in range(first_segment, num_segments):
             first_generation = segment * segment_length
             carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation), root)
             outputs.append(jax.device_get(out))
             done = min(segment_length, num_generations - first_generation)
             meter.update(chunk, first_generation + done, int(valid_np.sum()), done)
+            reached = first_generation + done
+            if checkpoint is not None and reached - saved_at >= checkpoint_every and segment + 1 < num_segments:
+                outputs = [jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *outputs)]
+                save(chunk, segment + 1, jax.device_get(carry), outputs[0])
+                saved_at = reached
         stacked = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[: num_generations + 1], *outputs)
         if final_metrics:
             take = int(valid_np.sum())
@@ -293,6 +336,8 @@ def simulate(
             else:
                 merged_moments = {k: merge_moments(merged_moments[k], moments[k]) for k in moments}
                 merged_sketches = {k: merged_sketches[k] + sketches[k] for k in sketches}
+        if checkpoint is not None and chunk + 1 < num_chunks:
+            save(chunk + 1, 0)
     meter.close()
     run_seconds = time.perf_counter() - started - compile_seconds
 

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import platform
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from .study import GaussianStudy
 
 __all__ = [
     "RunSettings", "run_gaussian", "summary_rows", "load_config", "run_discrete",
-    "discrete_summary_rows", "rerun", "run_study", "study_summary_rows",
+    "discrete_summary_rows", "rerun", "resume", "run_study", "study_summary_rows",
 ]
 
 FORMAT_VERSION = 1
@@ -60,6 +61,7 @@ class RunSettings:
     quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
     figure_samples: tuple[int, ...] | None = None  # None: the run kind's own (figure_sizes)
     progress: bool | None = None
+    checkpoint_every: int | None = None  # generations between checkpoints (None: every segment, ~10 % of G)
 
     def __post_init__(self):
         require_int("chains", self.chains, 1)
@@ -73,6 +75,8 @@ class RunSettings:
             require_fraction("quantile", q)
         for m in self.figure_samples or ():
             require_int("figure sample size", m, 1)
+        if self.checkpoint_every is not None:
+            require_int("checkpoint_every", self.checkpoint_every, 1)
 
     def figure_sizes(self, default: tuple[int, ...]) -> tuple[int, ...]:
         """The sample sizes of the extra figure runs: the chosen ones, else ``default``
@@ -178,6 +182,9 @@ def load_config(folder) -> tuple[GaussianStudy | DiscreteStudy, RunSettings, dic
     return STUDIES[blob["command"]].from_json(blob["study"]), RunSettings(**run), blob
 
 
+CHECKPOINT = "checkpoint.npz"  # the engine's state while a run is unfinished (deleted once it is)
+
+
 OUTPUT_FILES = (
     "summary.csv", "config.json", "check.csv", "report.md", "risk.png", "trajectories.png", "states.csv",
     "chains.csv", "figure3.png", "collapse.png", "absorption.png", "figure7.png", "figure13.png", "metrics.png",
@@ -185,6 +192,8 @@ OUTPUT_FILES = (
 
 
 def prepare_folder(folder, force: bool) -> Path:
+    """Make ``folder`` ready for a run: a finished run is refused unless ``force``; an
+    unfinished one's checkpoint is kept (the run resumes from it) unless ``force``."""
     folder = Path(folder)
     if (folder / "summary.csv").exists() and not force:
         raise ConfigError(f"out folder {folder} already holds a finished run (summary.csv); pass --force to overwrite it")
@@ -192,7 +201,7 @@ def prepare_folder(folder, force: bool) -> Path:
         raise ConfigError(f"out {folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     # the finished-run marker goes first, so an interrupted forced run never looks finished
-    for name in OUTPUT_FILES:
+    for name in OUTPUT_FILES + ((CHECKPOINT,) if force else ()):
         (folder / name).unlink(missing_ok=True)
     return folder
 
@@ -202,14 +211,21 @@ def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path,
     folder = prepare_folder(folder, force)
     paths = {"config": folder / "config.json"}
     atomic_text(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+    if (folder / CHECKPOINT).exists() and settings.progress is not False:
+        print(f"resuming the unfinished run in {folder} from its {CHECKPOINT}", file=sys.stderr)
     return folder, paths
 
 
-def _simulate(study, settings: RunSettings, **options) -> SimulationResult:
+def _simulate(study, settings: RunSettings, folder: Path | None = None, **options) -> SimulationResult:
+    """The run's simulation; with a ``folder``, checkpointed to its checkpoint.npz (and
+    resumed from it)."""
+    checkpoint = {} if folder is None else dict(
+        checkpoint=folder / CHECKPOINT, checkpoint_every=settings.checkpoint_every,
+        identity={"command": _command(study), "study": study.to_json()})
     return simulate(
         study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
         record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
-        **options,
+        **checkpoint, **options,
     )
 
 
@@ -225,6 +241,7 @@ def _finish_run(folder: Path, paths: dict, result, rows, *, per_state: bool, fig
     atomic_text(paths["report"], _report(title, facts, result, rows, figure_names))
     paths["summary"] = folder / "summary.csv"
     atomic_text(paths["summary"], _csv_text(*summary))
+    (folder / CHECKPOINT).unlink(missing_ok=True)  # finished: summary.csv holds everything it did
     return paths, rows
 
 
@@ -233,7 +250,7 @@ def run_gaussian(study: GaussianStudy, settings: RunSettings, folder, *, force: 
     """Run ``study`` and write its folder; returns the paths written and the theory rows
     (:func:`jaxcollapse.check.theory_table`) that check.csv holds."""
     folder, paths = _start_run(study, settings, folder, force)
-    result = _simulate(study, settings, quantile_metrics=("w2_risk",) if settings.quantiles else ())
+    result = _simulate(study, settings, folder, quantile_metrics=("w2_risk",) if settings.quantiles else ())
     return _finish_run(
         folder, paths, result, theory_table(study, result), per_state=False,
         figure_writer=(lambda: _write_figures(study, settings, result, folder)) if figures else None,
@@ -289,6 +306,18 @@ def _check_csv(rows, per_state: bool) -> str:
          + [r.quantity, r.formula, r.kind, _number(r.estimate), _number(r.standard_error), _number(r.value), _number(r.z)]
          for r in rows],
     )
+
+
+def resume(folder, *, figures: bool = True) -> tuple[dict[str, Path], list] | None:
+    """Finish the run in ``folder`` from its config.json and checkpoint.npz (a run killed
+    at any moment ends bit-identical to an uninterrupted one); None if it had finished."""
+    study, settings, blob = load_config(folder)
+    if (Path(folder) / "summary.csv").is_file():
+        return None
+    if blob.get("x64") != bool(jax.config.jax_enable_x64):
+        jax.config.update("jax_enable_x64", bool(blob.get("x64")))
+    runner = {"gaussian": run_gaussian, "discrete": run_discrete}.get(_command(study), run_study)
+    return runner(study, settings, folder, figures=figures)
 
 
 def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
@@ -361,7 +390,7 @@ def run_discrete(study: DiscreteStudy, settings: RunSettings, folder, *, force: 
     generation), states.csv (per generation and state, K <= 64 by default), chains.csv
     (each chain's absorption generation and state), check.csv, report.md and figures."""
     folder, paths = _start_run(study, settings, folder, force)
-    result = _simulate(study, settings, metrics=study.summary_metrics(), final_metrics=study.final_metrics())
+    result = _simulate(study, settings, folder, metrics=study.summary_metrics(), final_metrics=study.final_metrics())
     rows = theory_table(study, result) + absorption_time_rows(study, result.final["absorption_generation"])
     paths["chains"] = folder / "chains.csv"
     final_names = list(result.final)
@@ -423,7 +452,7 @@ def run_study(study, settings: RunSettings, folder, *, force: bool = False,
     """Run a GMM, KDE or regression ``study`` and write its folder: config.json,
     summary.csv, check.csv (its formulas against the simulation), report.md, figures."""
     folder, paths = _start_run(study, settings, folder, force)
-    result = _simulate(study, settings, metrics=study.summary_metrics(),
+    result = _simulate(study, settings, folder, metrics=study.summary_metrics(),
                        quantile_metrics=_quantile_metrics(study) if settings.quantiles else ())
 
     def figure_writer():

@@ -45,7 +45,7 @@ from flax import nnx
 from .._validation import ConfigError, require_choice, require_int, require_positive
 
 __all__ = [
-    "OPTConfig", "OPTForCausalLM", "KVCache", "init_cache", "functional", "positions_from_mask",
+    "OPTConfig", "OPTForCausalLM", "KVCache", "init_cache", "functional", "decoder_fns", "positions_from_mask",
     "POSITION_OFFSET", "ACTIVATIONS", "PRESETS",
 ]
 
@@ -340,7 +340,7 @@ class OPTForCausalLM(nnx.Module):
     """OPT with its language-model head (tied to the token embedding).
 
     Call: ``logits, cache = model(input_ids, attention_mask=None, position_ids=None,
-    cache=None, deterministic=True, dropout_key=None)``.
+    cache=None, deterministic=True, dropout_key=None, head_positions=None)``.
 
     * Without a cache: ``input_ids`` (B, T) and ``attention_mask`` (B, T) of 0/1 (None: all
       ones); ``position_ids`` default to :func:`positions_from_mask`. Returns logits
@@ -355,6 +355,11 @@ class OPTForCausalLM(nnx.Module):
       ``max_length`` is not checked (``dynamic_update_slice`` would clamp): size the cache.
     * ``deterministic=False`` applies dropout, drawn from ``dropout_key`` (required when a
       dropout rate is positive).
+    * ``head_positions`` (a ``slice`` of the T positions, None: all) runs the final layer
+      norm, the projection and the output head only there: ``slice(None, -1)`` for a
+      next-token loss, ``slice(-1, None)`` for a prompt whose last logits alone are read.
+      XLA does not prune the unused rows of the (T, vocab) head by itself; at opt-125m
+      the head is a large part of a training step.
 
     ``dtype`` is the computation dtype (None: that of the parameters), ``param_dtype`` that of
     the parameters; attention softmax always runs in float32. Initialisation follows Hugging
@@ -397,7 +402,7 @@ class OPTForCausalLM(nnx.Module):
         self.final_layer_norm = _layer_norm(config, rngs, dtype, param_dtype) if config.has_final_layer_norm else None
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, cache: KVCache | None = None,
-                 deterministic: bool = True, dropout_key=None):
+                 deterministic: bool = True, dropout_key=None, head_positions: slice | None = None):
         config = self.config
         input_ids = jnp.asarray(input_ids)
         if input_ids.ndim != 2:
@@ -449,6 +454,8 @@ class OPTForCausalLM(nnx.Module):
             if cache is not None:
                 new_keys.append(layer_cache[0])
                 new_values.append(layer_cache[1])
+        if head_positions is not None:
+            x = x[:, head_positions]
         if self.final_layer_norm is not None:
             x = self.final_layer_norm(x)
         if self.project_out is not None:
@@ -463,7 +470,7 @@ def functional(model: OPTForCausalLM):
     """The model as a pure function of its parameters: ``apply, params = functional(model)``.
 
     ``apply(params, input_ids, attention_mask=None, position_ids=None, cache=None,
-    deterministic=True, dropout_key=None) -> (logits, cache)`` merges the static graph with
+    deterministic=True, dropout_key=None, head_positions=None) -> (logits, cache)`` merges the static graph with
     ``params`` (an ``nnx.State``) inside, so it can be ``jax.jit``-ed with the parameters as
     an argument (and differentiated with respect to them). ``deterministic`` is structural:
     mark it static (``jax.jit(apply, static_argnames="deterministic")``) or close over it.
@@ -477,8 +484,31 @@ def functional(model: OPTForCausalLM):
     graphdef, params = nnx.split(model)
 
     def apply(params, input_ids, attention_mask=None, position_ids=None, cache=None, deterministic=True,
-              dropout_key=None):
-        return nnx.merge(graphdef, params)(input_ids, attention_mask, position_ids, cache,
-                                           deterministic=deterministic, dropout_key=dropout_key)
+              dropout_key=None, head_positions=None):
+        return nnx.merge(graphdef, params)(input_ids, attention_mask, position_ids, cache, deterministic=deterministic,
+                                           dropout_key=dropout_key, head_positions=head_positions)
 
     return apply, params
+
+
+def decoder_fns(apply, config: OPTConfig):
+    """The :class:`~jaxcollapse.lm.generate.DecoderFns` of a functional OPT: its cache, its
+    context length, and a prompt call whose output head runs at the last position only
+    (``transformers.generate`` does the same through ``logits_to_keep=1``). Build it once
+    per model: it is a static argument of the compiled generator.
+
+    >>> from jaxcollapse.lm.generate import GenerationConfig, generate
+    >>> config = OPTConfig.preset("tiny", vocab_size=64)
+    >>> apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+    >>> out = generate(decoder_fns(apply, config), params, jnp.ones((2, 4), jnp.int32), jnp.ones((2, 4), jnp.int32),
+    ...                config=GenerationConfig(max_new_tokens=3, method="greedy"))
+    >>> out.tokens.shape
+    (2, 3)
+    """
+    from .generate import DecoderFns
+
+    def prefill(params, input_ids, attention_mask, position_ids, cache):
+        return apply(params, input_ids, attention_mask, position_ids, cache, head_positions=slice(-1, None))
+
+    return DecoderFns(apply, lambda batch, length: init_cache(config, batch, length),
+                      context_length=config.max_position_embeddings, prefill=prefill)

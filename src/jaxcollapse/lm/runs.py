@@ -48,8 +48,8 @@ from .._validation import ConfigError, require_choice, require_int, require_posi
 from .data import BlockSplits, load_checkpoint_tokenizer, load_corpus, numpy_rng, sample_real_fraction
 from .data import tokenize_corpus, train_bpe_tokenizer
 from .finetune import FinetuneConfig, finetune, perplexity, score_blocks
-from .generate import DecoderFns, GenerationConfig, generate
-from .opt import OPTConfig, OPTForCausalLM, functional, init_cache
+from .generate import GenerationConfig, generate
+from .opt import OPTConfig, OPTForCausalLM, decoder_fns, functional
 from .synthetic import SyntheticLanguage, synthetic_corpus
 
 __all__ = ["LMStudy", "run_lm", "PRESETS", "QUANTILES", "study_preset"]
@@ -206,8 +206,7 @@ class _Setup:
         self.splits, self.config = splits, config
         self.apply, self.base = functional(model)
         self.graph_model = model
-        self.decoder = DecoderFns(self.apply, lambda batch, length: init_cache(config, batch, length),
-                                  context_length=config.max_position_embeddings)
+        self.decoder = decoder_fns(self.apply, config)
         self.generation = study.generation_config(eos, pad)
 
 

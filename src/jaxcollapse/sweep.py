@@ -1,0 +1,254 @@
+"""Sweeps: a grid or list of settings of one run kind, each cell a run folder.
+
+A sweep is described by a TOML file::
+
+    command = "gaussian"          # any chain run kind: gaussian, discrete, gmm, kde, regression
+
+    [base]                        # settings shared by every cell (the command's flags)
+    chains = 10000
+    generations = 100
+
+    [grid]                        # every combination of these (in this order)
+    samples = [10, 100, 1000]
+    schedule = ["constant", "linear:1", "power:2"]
+
+    [[cells]]                     # and/or explicit cells, each on top of base
+    samples = 50
+    regime = "accumulate"
+
+Keys are the command's flags without the dashes (``chunk-size`` or ``chunk_size``);
+``true`` switches a flag on (``x64 = true``), lists become comma-separated values.
+Each cell runs exactly as ``jaxcollapse COMMAND --flags --out DIR/cells/NAME`` would, so a
+cell folder is a run folder like any other (``rerun``, ``resume``). ``DIR/cells.csv``
+lists every cell and its settings, ``DIR/summary.csv`` (and ``summary.parquet`` where
+pyarrow is installed) is one tidy table of every cell's per-generation summary, with the
+cell's name and the settings that vary across cells as columns ``cell_<setting>``.
+
+A sweep stopped at any moment resumes with ``jaxcollapse resume DIR`` (or the same
+``sweep`` command): finished cells (their summary.csv) are never recomputed, and an
+interrupted cell continues from its checkpoint. Cells that compile to the same program
+(cells differing in the seed, for example) share one compilation through JAX's
+persistent compilation cache (``DIR/xla-cache`` unless one is configured already).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import itertools
+import json
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+
+from ._files import atomic_text
+from ._validation import ConfigError
+
+__all__ = ["SweepCell", "load_sweep", "run_sweep", "SWEEP_COMMANDS"]
+
+SWEEP_COMMANDS = ("gaussian", "discrete", "gmm", "kde", "regression")
+_RESERVED = ("out", "force")
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    """One cell: its folder name, the settings that vary across cells, and all of its flags."""
+
+    name: str
+    varying: dict
+    settings: dict
+
+    def argv(self, command: str) -> list[str]:
+        """The command line of this cell (without ``--out``)."""
+        args = [command]
+        for key, value in self.settings.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                args.append(flag)
+            elif value is False or value is None:
+                continue
+            elif isinstance(value, (list, tuple)):
+                args += [flag, ",".join(str(v) for v in value)]
+            else:
+                args += [flag, str(value)]
+        return args
+
+
+def load_sweep(path) -> tuple[str, list[SweepCell]]:
+    """The command and the cells of the sweep file at ``path`` (every cell's flags are
+    checked by the command's parser before anything runs).
+
+    >>> import tempfile, pathlib
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "sweep.toml"
+    >>> _ = file.write_text('command = "gaussian"\\n[base]\\nchains = 64\\n[grid]\\nsamples = [10, 20]\\nseed = [0, 1]\\n')
+    >>> command, cells = load_sweep(file)
+    >>> [cell.name for cell in cells]
+    ['000-samples=10-seed=0', '001-samples=10-seed=1', '002-samples=20-seed=0', '003-samples=20-seed=1']
+    """
+    path = Path(path)
+    try:
+        blob = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"sweep file {path} cannot be read: {error}") from error
+    command = blob.get("command")
+    if command not in SWEEP_COMMANDS:
+        raise ConfigError(f"sweep command must be one of {', '.join(SWEEP_COMMANDS)}; got {command!r}")
+    unknown = set(blob) - {"command", "base", "grid", "cells"}
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown sections {sorted(unknown)}; use command, base, grid, cells")
+    base, grid, listed = blob.get("base", {}), blob.get("grid", {}), blob.get("cells", [])
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key} must be a non-empty list of values; got {values!r}")
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else []
+    varying_sets = [{**combo, **extra} for extra in listed for combo in (combos or [{}])] if listed else combos
+    if not varying_sets:
+        varying_sets = [{}]
+    cells = []
+    for index, varying in enumerate(varying_sets):
+        settings = {_key(k): v for k, v in {**base, **varying}.items()}
+        for key in _RESERVED:
+            if key in settings:
+                raise ConfigError(f"sweep settings may not set {key!r}: the sweep chooses every cell's folder")
+        label = "-".join(f"{_key(k)}={_label(v)}" for k, v in varying.items())
+        name = f"{index:03d}" + (f"-{label}" if label else "")
+        cells.append(SweepCell(name, {_key(k): v for k, v in varying.items()}, settings))
+    _check_flags(command, cells)
+    return command, cells
+
+
+def _key(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def _label(value) -> str:
+    text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return "".join(c if c.isalnum() or c in ".,:=+" else "_" for c in text)[:40]
+
+
+def _check_flags(command: str, cells: list[SweepCell]) -> None:
+    from .cli import build_parser
+
+    parser = build_parser()
+    for cell in cells:
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                parser.parse_args(cell.argv(command) + ["--out", "x"])
+        except SystemExit:
+            message = errors.getvalue().strip().splitlines()[-1] if errors.getvalue().strip() else "bad flags"
+            raise ConfigError(f"sweep cell {cell.name}: {message}") from None
+
+
+def _enable_compilation_cache(folder: Path) -> None:
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(folder / "xla-cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=None) -> Path:
+    """Run every cell of the sweep file ``config`` into ``out``; returns the tidy table's
+    path. Finished cells are skipped; ``force`` starts the whole sweep over."""
+    from .cli import main
+
+    stream = sys.stderr if stream is None else stream
+    command, cells = load_sweep(config)
+    out = Path(out)
+    if force and out.exists():
+        for name in ("cells", "summary.csv", "summary.parquet", "cells.csv", "sweep.toml", "sweep.json"):
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    record = {"command": command, "cells": [{"name": c.name, "varying": c.varying, "settings": c.settings}
+                                            for c in cells]}
+    previous = out / "sweep.json"
+    if previous.is_file() and json.loads(previous.read_text()) != json.loads(json.dumps(record)):
+        raise ConfigError(f"out folder {out} holds a different sweep; use another --out, or --force to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_text(out / "sweep.json", json.dumps(record, indent=2) + "\n")
+    atomic_text(out / "sweep.toml", Path(config).read_text())
+    _enable_compilation_cache(out)
+    started, done_now = time.perf_counter(), 0
+    for index, cell in enumerate(cells):
+        folder = out / "cells" / cell.name
+        head = f"[sweep {index + 1}/{len(cells)}] {cell.name}"
+        if (folder / "summary.csv").is_file():
+            print(f"{head}: finished earlier", file=stream, flush=True)
+            continue
+        tick = time.perf_counter()
+        argv = cell.argv(command) + ["--out", str(folder)] + ([] if figures else ["--no-figures"])
+        if "progress" not in cell.settings:
+            argv.append("--no-progress")
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+        if code != 0:
+            raise ConfigError(f"sweep cell {cell.name} failed (exit status {code}); its folder is {folder}")
+        done_now += 1
+        remaining = sum(not (out / "cells" / c.name / "summary.csv").is_file() for c in cells[index + 1:])
+        pace = (time.perf_counter() - started) / done_now
+        print(f"{head}: done in {time.perf_counter() - tick:.1f} s; {remaining} left, about {pace * remaining:.0f} s",
+              file=stream, flush=True)
+    return _write_tables(out, cells)
+
+
+def _write_tables(out: Path, cells: list[SweepCell]) -> Path:
+    keys = list(dict.fromkeys(key for cell in cells for key in cell.settings))
+    cell_rows = [[cell.name] + [_text(cell.settings.get(key)) for key in keys] for cell in cells]
+    atomic_text(out / "cells.csv", _csv(["cell"] + keys, cell_rows))
+    varying = list(dict.fromkeys(key for cell in cells for key in cell.varying))
+    # the settings that vary are columns cell_<key>: a summary has columns of the same
+    # name with another meaning (``samples`` is M_n per generation, not the flag)
+    header, rows = ["cell"] + [f"cell_{key}" for key in varying], []
+    for cell in cells:
+        with open(out / "cells" / cell.name / "summary.csv", newline="") as handle:
+            table = list(csv.DictReader(handle))
+        for column in table[0] if table else ():
+            if column not in header:
+                header.append(column)
+        rows += [{"cell": cell.name, **{f"cell_{key}": _text(cell.varying.get(key)) for key in varying}, **row}
+                 for row in table]
+    atomic_text(out / "summary.csv", _csv(header, [[row.get(column, "") for column in header] for row in rows]))
+    _write_parquet(out / "summary.parquet", header, rows, [f"cell_{key}" for key in varying])
+    return out / "summary.csv"
+
+
+def _write_parquet(path: Path, header: list[str], rows: list[dict], text_columns: list[str]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # parquet is optional; the CSV holds the same table
+        return
+    columns = {}
+    for name in header:
+        values = [row.get(name, "") for row in rows]
+        if name == "cell" or name in text_columns:
+            columns[name] = pa.array(values, pa.string())
+            continue
+        try:
+            columns[name] = pa.array([float(v) if v != "" else None for v in values], pa.float64())
+        except ValueError:
+            columns[name] = pa.array(values, pa.string())
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    from ._files import atomic_bytes
+
+    atomic_bytes(path, buffer.getvalue())
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _csv(header, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
