@@ -127,6 +127,18 @@ def _record_summary(metric_values: dict, valid, quantile_metrics):
     return moments, sketches
 
 
+def _to_host(array) -> np.ndarray:
+    """A global array as numpy in every process: local data as is, a replicated array from
+    this process's copy, an array sharded over processes gathered from all of them."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    if array.is_fully_replicated:
+        return np.asarray(array.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
 def _chain_mesh(num_devices: int):
     devices = jax.devices()[:num_devices]
     return jax.sharding.Mesh(np.array(devices), ("chains",))
@@ -217,9 +229,6 @@ def simulate(
         checkpoint = Path(checkpoint)
         checkpoint_every = segment_length if checkpoint_every is None else require_int(
             "checkpoint_every", checkpoint_every, 1)
-        if jax.process_count() > 1:
-            raise ConfigError("checkpoint is for single-process runs; in a multi-process run every process holds "
-                              "only its own chains")
         identity = {"program": identity, "chains": num_chains, "generations": num_generations, "seed": seed,
                     "record": record, "metrics": list(program.metric_names), "quantile_metrics": list(quantile_metrics),
                     "final_metrics": list(final_metrics), "chunk_size": chunk_size, "segment_length": segment_length,
@@ -307,24 +316,24 @@ def simulate(
             meter.update(chunk, first_segment * segment_length, int(valid_np.sum()), 0)
         else:
             carry, first = start_jit(chain_ids, valid)
-            outputs = [jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(first))]
+            outputs = [jax.tree.map(lambda x: _to_host(x)[None], first)]
             first_segment = 0
         saved_at = first_segment * segment_length
         for segment in range(first_segment, num_segments):
             first_generation = segment * segment_length
             carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation), root)
-            outputs.append(jax.device_get(out))
+            outputs.append(jax.tree.map(_to_host, out))
             done = min(segment_length, num_generations - first_generation)
             meter.update(chunk, first_generation + done, int(valid_np.sum()), done)
             reached = first_generation + done
             if checkpoint is not None and reached - saved_at >= checkpoint_every and segment + 1 < num_segments:
                 outputs = [jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *outputs)]
-                save(chunk, segment + 1, jax.device_get(carry), outputs[0])
+                save(chunk, segment + 1, jax.tree.map(_to_host, carry), outputs[0])
                 saved_at = reached
         stacked = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[: num_generations + 1], *outputs)
         if final_metrics:
             take = int(valid_np.sum())
-            final_chunks.append({k: np.asarray(v)[:take] for k, v in jax.device_get(finish_jit(carry[0])).items()})
+            final_chunks.append({k: _to_host(v)[:take] for k, v in finish_jit(carry[0]).items()})
         if keep_trajectories:
             values, params = stacked
             take = int(valid_np.sum())

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import jax
 
-from ._files import atomic_text
+from ._files import atomic_bytes, atomic_text
 from ._validation import ConfigError
 
 __all__ = ["SweepCell", "load_sweep", "run_sweep", "SWEEP_COMMANDS"]
@@ -197,6 +197,8 @@ def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=
 
 
 def _write_tables(out: Path, cells: list[SweepCell]) -> Path:
+    from .runs import _csv_text as _csv
+
     keys = list(dict.fromkeys(key for cell in cells for key in cell.settings))
     cell_rows = [[cell.name] + [_text(cell.settings.get(key)) for key in keys] for cell in cells]
     atomic_text(out / "cells.csv", _csv(["cell"] + keys, cell_rows))
@@ -235,8 +237,6 @@ def _write_parquet(path: Path, header: list[str], rows: list[dict], text_columns
             columns[name] = pa.array(values, pa.string())
     buffer = io.BytesIO()
     pq.write_table(pa.table(columns), buffer)
-    from ._files import atomic_bytes
-
     atomic_bytes(path, buffer.getvalue())
 
 
@@ -244,11 +244,3 @@ def _text(value) -> str:
     if value is None:
         return ""
     return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-
-
-def _csv(header, rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
