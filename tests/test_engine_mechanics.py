@@ -1,9 +1,6 @@
-"""Determinism, chunking, devices, records, compile counts and the data policies."""
+"""Determinism, chunking, records, compile counts and the data policies (devices and
+processes: test_distributed.py)."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -120,33 +117,6 @@ def test_mix_draws_each_source_with_its_probability():
     counts = np.bincount(np.asarray(data[:, 0]).astype(int), minlength=3) / 4000
     se = np.sqrt(np.array([0.5, 0.3, 0.2]) * (1 - np.array([0.5, 0.3, 0.2])) / 4000)
     assert np.all(np.abs(counts - [0.5, 0.3, 0.2]) <= 5 * se), counts
-
-
-def test_trajectories_are_identical_across_device_counts(tmp_path):
-    """Four forced host devices against one: the same chains, bit for bit."""
-    script = textwrap.dedent("""
-        import sys, numpy as np, jax, jaxcollapse as jc
-        assert len(jax.devices()) == 4
-        stats = jc.gaussian_study(samples=10, generations=6).program()
-        data = jc.gaussian_study(samples=6, generations=6, regime="accumulate-subsample", dim=2).program()
-        for devices in (1, 4):
-            out = {}
-            r = jc.simulate(data, num_chains=10, num_generations=6, seed=9,
-                            record="trajectories", num_devices=devices)
-            out["data_mean"], out["data_cov"] = r.params.mean, r.params.cov
-            s = jc.simulate(stats, num_chains=10, num_generations=6, seed=9, num_devices=devices,
-                            metrics=("w2_risk",))
-            out["stats_summary"] = s.summary("w2_risk")["mean"]
-            np.savez(sys.argv[1] + f"/d{devices}.npz", **out)
-    """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, timeout=300)
-    one, four = np.load(tmp_path / "d1.npz"), np.load(tmp_path / "d4.npz")
-    for key in one.files:
-        if key.endswith("summary"):
-            np.testing.assert_allclose(one[key], four[key], rtol=1e-5)
-        else:
-            np.testing.assert_array_equal(one[key], four[key], err_msg=key)
 
 
 def test_progress_meter_reports_generations_only_when_enabled():

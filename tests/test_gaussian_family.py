@@ -74,8 +74,11 @@ def test_multivariate_w2_and_kl_against_scipy(rng):
     assert float(metrics["cov_logdet"]) == pytest.approx(np.log(np.linalg.det(cov1)), rel=1e-4)
 
 
-@pytest.mark.parametrize("regime", ["replace", "accumulate", "fresh-real:0.3"])
-@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("regime, dim", [
+    ("replace", 1), ("accumulate", 1), ("fresh-real:0.3", 1), ("replace", 2),
+    # 2-D replace and every 1-D policy run by default; the 2-D policies with -m slow
+    pytest.param("accumulate", 2, marks=pytest.mark.slow), pytest.param("fresh-real:0.3", 2, marks=pytest.mark.slow),
+])
 def test_data_and_sufficient_paths_agree_in_distribution(regime, dim):
     """Two-sample Kolmogorov-Smirnov tests on every generation's parameters."""
     chains, generations = 3000, 4

@@ -197,7 +197,7 @@ def gamma(key, shape):
 
     Example:
         >>> import jax
-        >>> draws = jax.vmap(gamma, (0, None))(jax.random.split(jax.random.key(0), 4), 2.5)
+        >>> draws = jax.jit(jax.vmap(gamma, (0, None)))(jax.random.split(jax.random.key(0), 4), 2.5)
         >>> draws.shape
         (4,)
     """
