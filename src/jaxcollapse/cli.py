@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", default="results/sweep", help="sweep folder (default results/sweep)")
     sweep.add_argument("--force", action="store_true", help="start the whole sweep over")
     sweep.add_argument("--no-figures", action="store_true")
+    reproduce = commands.add_parser("reproduce", help="every figure of the paper the families support, and a report")
+    reproduce.add_argument("--out", default="results/reproduce", help="folder (default results/reproduce)")
+    reproduce.add_argument("--scale", default="quick", help="quick (a laptop CPU, minutes) | paper (the paper's sizes)")
+    reproduce.add_argument("--opt-checkpoint", default=None,
+                           help="a local facebook/opt-125m folder, for the language-model section at --scale paper")
+    reproduce.add_argument("--only", default="", help="comma-separated section name prefixes, e.g. figure3,figure4")
     resume = commands.add_parser("resume", help="finish an interrupted run (or sweep) from its folder")
     resume.add_argument("folder")
     resume.add_argument("--no-figures", action="store_true")
@@ -407,6 +413,15 @@ def _sweep(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    only = tuple(part.strip() for part in args.only.split(",") if part.strip())
+    report = reproduce(args.out, scale=args.scale, opt_checkpoint=args.opt_checkpoint, only=only)
+    print(f"wrote every section under {report.parent} and the report {report}")
+    return 0
+
+
 def _resume(args) -> int:
     from pathlib import Path
 
@@ -439,7 +454,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "kde": _kde, "regression": _regression, "vae": _vae,
-                    "lm": _lm, "rerun": _rerun, "resume": _resume, "sweep": _sweep}
+                    "lm": _lm, "rerun": _rerun, "resume": _resume, "sweep": _sweep,
+                    "reproduce": _reproduce}
         return commands[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)
