@@ -8,6 +8,7 @@ import pytest
 from jaxcollapse import ConfigError
 from jaxcollapse import reproduce as reproduce_module
 from jaxcollapse.reproduce import Section, reproduce, sections
+from jaxcollapse.sweep import load_sweep
 
 
 def _small_sections(scale="quick", opt_checkpoint=None):
@@ -17,6 +18,10 @@ def _small_sections(scale="quick", opt_checkpoint=None):
                  "--figure-samples", "20", "--check"), ("trajectories.png", "risk.png")),
         Section("figure10-15-lm", "Figures 10-15", "Perplexity rises.", ("lm",), ("figure10_test_perplexity.png",),
                 skipped="needs a checkpoint"),
+        Section("figure12-gaussian-estimation", "Figure 12: estimating N(0, 1)", "Error falls as 1/sqrt(M).",
+                ("sweep",), ("figure12.png",),
+                sweep='command = "gaussian"\n[base]\nchains = 400\ngenerations = 1\nfigure-samples = ""\n'
+                      '[grid]\nsamples = [10, 1000]\n'),
     ]
 
 
@@ -33,6 +38,10 @@ def test_the_report_holds_figures_verdicts_and_skips(tmp_path, monkeypatch):
     assert "| E[var_x] | exact | exact | agrees |" in text  # accumulate's exact law, checked
     assert "formulas agree within 5 standard errors" in text
     assert "**Skipped:** needs a checkpoint." in text and "skipped (needs a checkpoint)" in stream.getvalue()
+    assert (tmp_path / "figure12-gaussian-estimation" / "figure12.png").stat().st_size > 1000
+    rows = [line for line in text.splitlines() if line.startswith(("| 10 |", "| 1000 |"))]
+    assert len(rows) == 2 and rows[1].split("|")[3].strip() == "0.03162"  # exact 1/sqrt(1000)
+    assert abs(float(rows[1].split("|")[4])) <= 5  # E[(mu_hat - mu)^2] against 1/M, in standard errors
     summary = tmp_path / "figure6-gaussian-accumulate" / "summary.csv"
     stamp = summary.stat().st_mtime_ns
     stream = io.StringIO()
@@ -40,7 +49,7 @@ def test_the_report_holds_figures_verdicts_and_skips(tmp_path, monkeypatch):
     assert "finished earlier" in stream.getvalue() and summary.stat().st_mtime_ns == stamp
 
 
-def test_sections_at_paper_scale_and_bad_choices():
+def test_sections_at_paper_scale_and_bad_choices(tmp_path):
     paper = {s.name: s for s in sections("paper")}
     assert all("--opt-checkpoint" in paper[name].skipped
                for name in ("figure10-11-15-lm", "figure10b-lm-10pct-real", "figure14-lm-penalty"))
@@ -54,7 +63,11 @@ def test_sections_at_paper_scale_and_bad_choices():
     parser = build_parser()
     for scale in ("quick", "paper"):
         for section in sections(scale, opt_checkpoint="/ckpt"):  # every command line is a valid one
-            parser.parse_args(list(section.argv) + ["--out", "x"])
+            if section.sweep is not None:
+                (tmp_path / "sweep.toml").write_text(section.sweep)
+                assert len(load_sweep(tmp_path / "sweep.toml")[1]) == 9  # M from 10 to 10^7
+            else:
+                parser.parse_args(list(section.argv) + ["--out", "x"])
     with pytest.raises(ConfigError, match="scale"):
         sections("huge")
     with pytest.raises(ConfigError, match="no section starts with figure99"):
