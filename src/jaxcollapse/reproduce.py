@@ -135,7 +135,7 @@ def sections(scale: str = "quick", opt_checkpoint: str | None = None) -> list[Se
     ]
 
 
-_CHAIN_COMMANDS = ("gaussian", "discrete", "gmm", "kde", "regression")
+from .sweep import SWEEP_COMMANDS as _CHAIN_COMMANDS  # noqa: E402  (the run kinds with run folders)
 
 
 def reproduce(out, *, scale: str = "quick", opt_checkpoint: str | None = None, only: tuple[str, ...] = (),

@@ -314,10 +314,14 @@ def resume(folder, *, figures: bool = True) -> tuple[dict[str, Path], list] | No
     study, settings, blob = load_config(folder)
     if (Path(folder) / "summary.csv").is_file():
         return None
+    return _runner(study, blob)(study, settings, folder, figures=figures)
+
+
+def _runner(study, blob: dict):
+    """The function that writes ``study``'s run folder, with the run's float precision set."""
     if blob.get("x64") != bool(jax.config.jax_enable_x64):
         jax.config.update("jax_enable_x64", bool(blob.get("x64")))
-    runner = {"gaussian": run_gaussian, "discrete": run_discrete}.get(_command(study), run_study)
-    return runner(study, settings, folder, figures=figures)
+    return {"gaussian": run_gaussian, "discrete": run_discrete}.get(_command(study), run_study)
 
 
 def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
@@ -329,10 +333,7 @@ def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tup
         raise ConfigError("rerun --out must differ from the run folder (the original is what it is compared with)")
     original = Path(folder) / "summary.csv"
     original_bytes = original.read_bytes() if original.is_file() else None
-    if blob.get("x64") != bool(jax.config.jax_enable_x64):
-        jax.config.update("jax_enable_x64", bool(blob.get("x64")))
-    runner = {"gaussian": run_gaussian, "discrete": run_discrete}.get(_command(study), run_study)
-    paths, _ = runner(study, settings, out, force=force, figures=figures)
+    paths, _ = _runner(study, blob)(study, settings, out, force=force, figures=figures)
     identical = original_bytes is not None and original_bytes == paths["summary"].read_bytes()
     return out, identical
 
