@@ -115,9 +115,10 @@ def load(path: Path, identity: dict, carry_shapes, record_shapes) -> EngineState
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"checkpoint {path} has format {meta.get('format')!r}; this jaxcollapse writes "
                           f"{CHECKPOINT_FORMAT}. Delete it to start the run over")
-    if meta["identity"] != json.loads(json.dumps(identity)):
+    identity = json.loads(json.dumps(identity))  # as it reads back from the file (tuples become lists)
+    if meta["identity"] != identity:
         changed = sorted(key for key in set(meta["identity"]) | set(identity)
-                         if meta["identity"].get(key) != json.loads(json.dumps(identity)).get(key))
+                         if meta["identity"].get(key) != identity.get(key))
         raise ConfigError(f"checkpoint {path} belongs to a different run (differs in: {', '.join(changed)}); "
                           f"delete it or use another folder")
 
