@@ -245,7 +245,9 @@ def simulate(
         values = jax.vmap(program.metrics)(params)
         if keep_trajectories:
             return values, params
-        return _record_summary(values, valid, quantile_metrics)
+        # the barrier makes XLA compute each metric once: otherwise it fuses a metric's
+        # arithmetic (an ndtr, a log) into both moment passes and evaluates it twice
+        return _record_summary(jax.lax.optimization_barrier(values), valid, quantile_metrics)
 
     def broadcast(tree, chain_ids):
         return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, chain_ids.shape + jnp.shape(leaf)), tree)

@@ -117,11 +117,10 @@ def _draw_stats(words, params, m):
         # cost far more than the arithmetic on CPU
         normals = normals_from_words(words[jnp.array([0, 3])], dtype)
         gamma_draws = jnp.stack([normals[0], *uniforms_from_words(words[1:3], dtype)])
-        # the rare rejected gamma attempts rehash two of the words into a key
-        retry_key = key_from_words(words[:2])
         sd = jnp.sqrt(params.cov[0, 0])
         mean = params.mean + sd * scale * normals[1]
-        scatter = params.cov[0, 0] * 2.0 * gamma_from_draws(retry_key, 0.5 * degrees, gamma_draws)
+        # the rare rejected gamma attempts rehash two of the words
+        scatter = params.cov[0, 0] * 2.0 * gamma_from_draws(words[:2], 0.5 * degrees, gamma_draws)
         scatter = scatter.reshape(1, 1)
     else:
         mean_key, scatter_key = jax.random.split(key_from_words(words[:2]))
