@@ -43,7 +43,8 @@ def _add_run_arguments(command, out: str) -> None:
     command.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     command.add_argument("--check", action="store_true", help="print Monte Carlo against every formula")
     command.add_argument("--chunk-size", type=int, default=None, help="chains in flight (default: memory budget)")
-    command.add_argument("--devices", type=int, default=1, help="devices to shard chains over (0: all)")
+    command.add_argument("--devices", type=int, default=None,
+                         help="devices to shard chains over (0: all; default 1, or all with --distributed)")
     command.add_argument("--no-figures", action="store_true")
     command.add_argument("--x64", action="store_true", help="compute in float64")
     command.add_argument("--progress", dest="progress", action="store_true", default=None)
@@ -51,6 +52,14 @@ def _add_run_arguments(command, out: str) -> None:
     command.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                          help="save the run's state to OUT/checkpoint.npz every K generations (default: every "
                               "~10%% of the run); a killed run resumes with `jaxcollapse resume OUT`")
+    several = command.add_argument_group(
+        "several processes", "one run over the devices of several processes (a GPU cluster, a TPU pod): start the "
+        "same command in every process; process 0 writes OUT, which must be on a shared file system")
+    several.add_argument("--distributed", action="store_true",
+                         help="join the processes that SLURM, Open MPI or a TPU pod started (detected)")
+    several.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address, given explicitly")
+    several.add_argument("--num-processes", type=int, default=None, help="processes in the run, given explicitly")
+    several.add_argument("--process-id", type=int, default=None, help="this process's index, given explicitly")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,39 +217,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_processes(args) -> int | None:
+    """Start the multi-process runtime if asked (before anything initialises JAX's
+    backends) and return the ``devices`` setting: all devices under several processes."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    several = args.distributed or any(value is not None for value in explicit)
+    if args.devices is not None and args.devices < 0:
+        raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
+    if not several:
+        return None if args.devices == 0 else (args.devices or 1)
+    if not args.distributed and any(value is None for value in explicit):
+        raise ConfigError("give --coordinator, --num-processes and --process-id together, or --distributed to "
+                          "detect them from the cluster's environment")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise ConfigError(f"num-processes must be >= 1; got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or args.process_id + 1):
+        raise ConfigError(f"process-id must be in [0, num-processes = {args.num_processes}); got {args.process_id}")
+    if args.devices not in (None, 0):
+        raise ConfigError(f"a run over several processes shards chains over every device of every process; "
+                          f"devices must be 0 (all) or left out; got {args.devices}")
+    from .distributed import initialize
+
+    initialize(*explicit)
+    return None
+
+
+def _print_outputs(paths, rows, check: bool) -> None:
+    """What a chain run wrote (process 0 of a multi-process run; the others write nothing)."""
+    if "summary" not in paths:
+        return
+    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
+    if check:
+        from .check import format_check
+
+        print(format_check(rows))
+
+
 def _gaussian(args) -> int:
+    devices = _join_processes(args)
     _x64(args)
-    from .check import format_check
     from .initial import parse_initial
     from .runs import RunSettings, run_gaussian
     from .study import gaussian_study
 
-    if args.devices < 0:
-        raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
     study = gaussian_study(
         samples=args.samples, generations=args.generations, schedule=args.schedule, regime=args.regime,
         estimator=args.estimator, initial=parse_initial(args.p0, args.mean, args.sigma, args.dim), path=args.path,
     )
     settings = RunSettings(
-        chains=args.chains, seed=args.seed, chunk_size=args.chunk_size, devices=args.devices or None,
+        chains=args.chains, seed=args.seed, chunk_size=args.chunk_size, devices=devices,
         quantiles=args.quantiles, figure_samples=args.figure_samples, progress=args.progress,
         checkpoint_every=args.checkpoint_every,
     )
     paths, rows = run_gaussian(study, settings, args.out, force=args.force, figures=not args.no_figures)
-    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
-    if args.check:
-        print(format_check(rows))
+    _print_outputs(paths, rows, args.check)
     return 0
 
 
 def _discrete(args) -> int:
+    devices = _join_processes(args)
     _x64(args)
-    from .check import format_check
     from .discrete import discrete_study
     from .runs import RunSettings, run_discrete
 
-    if args.devices < 0:
-        raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
     init = args.init
     if args.family != "categorical" and init == "mixture":
         init = {"bernoulli": "bernoulli:0.3", "poisson": "poisson:1"}.get(args.family, init)
@@ -250,28 +289,21 @@ def _discrete(args) -> int:
         path=args.path, per_state=args.per_state,
     )
     settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
-                           devices=args.devices or None, progress=args.progress, checkpoint_every=args.checkpoint_every)
+                           devices=devices, progress=args.progress, checkpoint_every=args.checkpoint_every)
     paths, rows = run_discrete(study, settings, args.out, force=args.force, figures=not args.no_figures)
-    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
-    if args.check:
-        print(format_check(rows))
+    _print_outputs(paths, rows, args.check)
     return 0
 
 
-def _run(args, study, **settings) -> int:
+def _run(args, study, devices, **settings) -> int:
     """Run a GMM, KDE or regression study from parsed flags and print what was written."""
-    from .check import format_check
     from .runs import RunSettings, run_study
 
-    if args.devices < 0:
-        raise ConfigError(f"devices must be >= 0 (0: all devices); got {args.devices}")
     settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
-                           devices=args.devices or None, progress=args.progress,
+                           devices=devices, progress=args.progress,
                            checkpoint_every=args.checkpoint_every, **settings)
     paths, rows = run_study(study, settings, args.out, force=args.force, figures=not args.no_figures)
-    print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {paths['summary'].parent}")
-    if args.check:
-        print(format_check(rows))
+    _print_outputs(paths, rows, args.check)
     return 0
 
 
@@ -283,6 +315,7 @@ def _x64(args) -> None:
 
 
 def _gmm(args) -> int:
+    devices = _join_processes(args)
     _x64(args)
     from .gmm import gmm_study
 
@@ -293,10 +326,11 @@ def _gmm(args) -> int:
         schedule=args.schedule, regime=args.regime, heldout=args.heldout,
         weight_threshold=args.weight_threshold, variance_threshold=args.variance_threshold,
     )
-    return _run(args, study, quantiles=args.quantiles, figure_samples=args.figure_samples)
+    return _run(args, study, devices, quantiles=args.quantiles, figure_samples=args.figure_samples)
 
 
 def _kde(args) -> int:
+    devices = _join_processes(args)
     _x64(args)
     from .initial import parse_initial
     from .kde import kde_study
@@ -306,10 +340,11 @@ def _kde(args) -> int:
         regime=args.regime, dim=args.dim, initial=parse_initial(args.p0, args.mean, args.sigma, args.dim),
         heldout=args.heldout,
     )
-    return _run(args, study)
+    return _run(args, study, devices)
 
 
 def _regression(args) -> int:
+    devices = _join_processes(args)
     _x64(args)
     from .regression import regression_study
 
@@ -327,7 +362,7 @@ def _regression(args) -> int:
         samples=samples, dim=dim, generations=args.generations, noise=args.noise, regime=args.regime,
         design=design, design_seed=args.design_seed, path=args.path,
     )
-    return _run(args, study)
+    return _run(args, study, devices)
 
 
 def _vae(args) -> int:

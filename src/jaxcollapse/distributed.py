@@ -17,6 +17,12 @@ Launching:
   --worker=all --command="python script.py"``); ``initialize()`` detects the pod.
 * **Local CPU processes** (testing): ``initialize("127.0.0.1:PORT", 2, i)`` in process i;
   CPU collectives go through gloo over loopback.
+* **The command line**: every chain command (``gaussian``, ``discrete``, ``gmm``, ``kde``,
+  ``regression``) takes ``--distributed`` (detect, as above) or ``--coordinator HOST:PORT
+  --num-processes N --process-id I``; start the same command in every process. Process 0
+  writes the run folder (which must be on a file system every process sees, so that a
+  restarted run resumes from its checkpoint); the others compute their share and write
+  nothing.
 
 Example (in every process, before anything else uses JAX)::
 
@@ -36,15 +42,22 @@ import jax
 
 __all__ = ["initialize", "is_main_process"]
 
+_joined = False
+
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, **options) -> None:
     """``jax.distributed.initialize`` with CPU collectives over gloo (XLA:CPU has no other
     cross-process collectives); arguments left None are detected from the cluster's
-    environment (SLURM, TPU pods, Open MPI)."""
+    environment (SLURM, TPU pods, Open MPI). A second call (a sweep's next cell) does
+    nothing: a process joins the run once."""
+    global _joined
+    if _joined:
+        return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id, **options)
+    _joined = True
 
 
 def is_main_process() -> bool:

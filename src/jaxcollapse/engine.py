@@ -291,6 +291,10 @@ def simulate(
     trajectory_chunks, final_chunks = resumed.trajectory_chunks, resumed.final_chunks
 
     def save(chunk, segments, carry=None, partial=None):
+        # every process holds the whole state (records and carries are gathered); one
+        # writes it, all read it back on resume (the folder is on a shared file system)
+        if jax.process_index() != 0:
+            return
         state = _checkpoint.EngineState(chunk, segments, carry, partial, merged_moments, merged_sketches,
                                         trajectory_chunks, final_chunks)
         _checkpoint.save(checkpoint, identity, state)

@@ -206,13 +206,28 @@ def prepare_folder(folder, force: bool) -> Path:
     return folder
 
 
+def _writes_outputs() -> bool:
+    """Whether this process writes the run folder: process 0 of a multi-process run (see
+    :mod:`jaxcollapse.distributed`), always in a single process."""
+    return jax.process_index() == 0
+
+
 def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path, dict[str, Path]]:
-    """Prepare the folder and write config.json first: a run can always be repeated."""
-    folder = prepare_folder(folder, force)
+    """Prepare the folder and write config.json first: a run can always be repeated.
+
+    In a multi-process run, process 0 prepares the folder and every process waits for it
+    before reading a checkpoint to resume from."""
+    folder = Path(folder)
     paths = {"config": folder / "config.json"}
-    atomic_text(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
-    if (folder / CHECKPOINT).exists() and settings.progress is not False:
-        print(f"resuming the unfinished run in {folder} from its {CHECKPOINT}", file=sys.stderr)
+    if _writes_outputs():
+        folder = prepare_folder(folder, force)
+        atomic_text(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+        if (folder / CHECKPOINT).exists() and settings.progress is not False:
+            print(f"resuming the unfinished run in {folder} from its {CHECKPOINT}", file=sys.stderr)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"jaxcollapse: run folder {folder} ready")
     return folder, paths
 
 
@@ -224,7 +239,8 @@ def _simulate(study, settings: RunSettings, folder: Path | None = None, **option
         identity={"command": _command(study), "study": study.to_json()})
     return simulate(
         study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
-        record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices, progress=settings.progress,
+        record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices,
+        progress=settings.progress if _writes_outputs() else False,
         **checkpoint, **options,
     )
 
@@ -232,7 +248,10 @@ def _simulate(study, settings: RunSettings, folder: Path | None = None, **option
 def _finish_run(folder: Path, paths: dict, result, rows, *, per_state: bool, figure_writer, title: str,
                 facts: list[str], summary) -> tuple[dict[str, Path], list]:
     """check.csv, the figures (``figure_writer()`` -> names, or None), report.md, and
-    summary.csv last: its presence marks the run finished."""
+    summary.csv last: its presence marks the run finished. Only process 0 of a
+    multi-process run writes (and runs the figures' extra simulations on its devices)."""
+    if not _writes_outputs():
+        return {}, rows
     paths["check"] = folder / "check.csv"
     atomic_text(paths["check"], _check_csv(rows, per_state=per_state))
     figure_names = figure_writer() if figure_writer is not None else []
