@@ -27,9 +27,11 @@ def test_elementwise_threefry_matches_jax():
     np.testing.assert_array_equal(np.concatenate([first, second]), np.asarray(threefry_2x32(key, counts)))
 
 
-@pytest.mark.parametrize("n, p", [(30, 0.3), (60, 0.3), (12, 0.97), (2000, 0.4), (500, 0.0), (7, 1.0)])
+@pytest.mark.parametrize("n, p", [(30, 0.3), (60, 0.3), (99, 0.49), (12, 0.97), (110, 0.5), (2000, 0.4), (500, 0.0),
+                                  (7, 1.0)])
 def test_binomial_pmf(n, p):
-    """Every value's frequency against the binomial pmf (inversion and BTRS regimes)."""
+    """Every value's frequency against the binomial pmf (inversion and BTRS regimes; n q =
+    48.5 is inversion from a first pmf of 2**-99 or so, n q = 55 is BTRS)."""
     draws = 200_000
     sample = np.asarray(jax.jit(jax.vmap(lambda k: binomial(k, n, p)))(jax.random.split(jax.random.key(n), draws)))
     assert np.all(sample == np.round(sample)) and sample.min() >= 0 and sample.max() <= n
