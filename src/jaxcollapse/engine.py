@@ -41,6 +41,7 @@ from . import _checkpoint
 from ._progress import Progress
 from ._random import step_words
 from ._validation import ConfigError, require_int
+from .distributed import is_main_process
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
 
 __all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS"]
@@ -293,7 +294,7 @@ def simulate(
     def save(chunk, segments, carry=None, partial=None):
         # every process holds the whole state (records and carries are gathered); one
         # writes it, all read it back on resume (the folder is on a shared file system)
-        if jax.process_index() != 0:
+        if not is_main_process():
             return
         state = _checkpoint.EngineState(chunk, segments, carry, partial, merged_moments, merged_sketches,
                                         trajectory_chunks, final_chunks)

@@ -30,6 +30,7 @@ from ._files import atomic_text
 from ._validation import ConfigError, require_fraction, require_int
 from .check import absorption_time_rows, format_check, theory_curves, theory_table, verdicts
 from .discrete import DiscreteStudy
+from .distributed import is_main_process
 from .engine import SimulationResult, simulate
 from .families.gaussian import minimum_samples
 from .gmm import GMMStudy
@@ -191,14 +192,18 @@ OUTPUT_FILES = (
 )
 
 
-def prepare_folder(folder, force: bool) -> Path:
-    """Make ``folder`` ready for a run: a finished run is refused unless ``force``; an
-    unfinished one's checkpoint is kept (the run resumes from it) unless ``force``."""
-    folder = Path(folder)
+def _refuse_unusable_folder(folder: Path, force: bool) -> None:
     if (folder / "summary.csv").exists() and not force:
         raise ConfigError(f"out folder {folder} already holds a finished run (summary.csv); pass --force to overwrite it")
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"out {folder} exists and is not a folder")
+
+
+def prepare_folder(folder, force: bool) -> Path:
+    """Make ``folder`` ready for a run: a finished run is refused unless ``force``; an
+    unfinished one's checkpoint is kept (the run resumes from it) unless ``force``."""
+    folder = Path(folder)
+    _refuse_unusable_folder(folder, force)
     folder.mkdir(parents=True, exist_ok=True)
     # the finished-run marker goes first, so an interrupted forced run never looks finished
     for name in OUTPUT_FILES + ((CHECKPOINT,) if force else ()):
@@ -206,20 +211,17 @@ def prepare_folder(folder, force: bool) -> Path:
     return folder
 
 
-def _writes_outputs() -> bool:
-    """Whether this process writes the run folder: process 0 of a multi-process run (see
-    :mod:`jaxcollapse.distributed`), always in a single process."""
-    return jax.process_index() == 0
-
-
 def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path, dict[str, Path]]:
     """Prepare the folder and write config.json first: a run can always be repeated.
 
     In a multi-process run, process 0 prepares the folder and every process waits for it
-    before reading a checkpoint to resume from."""
+    before reading a checkpoint to resume from; a folder that cannot be used is refused by
+    every process (none is left waiting for the others)."""
     folder = Path(folder)
     paths = {"config": folder / "config.json"}
-    if _writes_outputs():
+    if not is_main_process():
+        _refuse_unusable_folder(folder, force)
+    else:
         folder = prepare_folder(folder, force)
         atomic_text(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
         if (folder / CHECKPOINT).exists() and settings.progress is not False:
@@ -240,7 +242,7 @@ def _simulate(study, settings: RunSettings, folder: Path | None = None, **option
     return simulate(
         study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
         record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices,
-        progress=settings.progress if _writes_outputs() else False,
+        progress=settings.progress if is_main_process() else False,
         **checkpoint, **options,
     )
 
@@ -250,7 +252,7 @@ def _finish_run(folder: Path, paths: dict, result, rows, *, per_state: bool, fig
     """check.csv, the figures (``figure_writer()`` -> names, or None), report.md, and
     summary.csv last: its presence marks the run finished. Only process 0 of a
     multi-process run writes (and runs the figures' extra simulations on its devices)."""
-    if not _writes_outputs():
+    if not is_main_process():
         return {}, rows
     paths["check"] = folder / "check.csv"
     atomic_text(paths["check"], _check_csv(rows, per_state=per_state))
