@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "gamma", "gamma_from_draws", "chi_square", "wishart_scatter", "step_words", "uniforms_from_words",
-    "normals_from_words", "key_from_words", "threefry_elementwise", "WORDS_PER_DRAW",
+    "normals_from_words", "key_from_words", "threefry_elementwise", "WORDS_PER_DRAW", "LANE_BLOCK",
 ]
 
 WORDS_PER_DRAW = 4  # two normals and two uniforms; the rare further attempts rehash them
@@ -160,7 +160,7 @@ def _gamma(seed_words, shape, draws):
     return _finish(shape, _retry(seed_words, shape, accepted, value), draws[2])
 
 
-_RETRY_BLOCK = 16  # lanes: a multiple of every CPU vector width in float32 (AVX-512: 16)
+LANE_BLOCK = 16  # lanes: a multiple of every CPU vector width in float32 (AVX-512: 16)
 
 
 @_gamma.def_vmap
@@ -178,20 +178,20 @@ def _gamma_batched(axis_size, in_batched, seed_words, shape, draws):
     # lanes with nonzero about 15 ns; compacting blocks about 3 ns, measured at 10^5 lanes.)
     # The window holds ~1.6 % of the blocks: a block needs a retry with probability
     # 1 - acceptance^16, ~0.1 % at M = 1000, ~10 % at M = 10, so one window, or a few.
-    num_blocks = -(-axis_size // _RETRY_BLOCK)
-    padding = num_blocks * _RETRY_BLOCK - axis_size
-    rejected = jnp.pad(~accepted, (0, padding)).reshape(num_blocks, _RETRY_BLOCK)
+    num_blocks = -(-axis_size // LANE_BLOCK)
+    padding = num_blocks * LANE_BLOCK - axis_size
+    rejected = jnp.pad(~accepted, (0, padding)).reshape(num_blocks, LANE_BLOCK)
     block_rejected = jnp.any(rejected, axis=1)
     count = jnp.sum(block_rejected)
     room = 2 + math.ceil(num_blocks / 64)
     order = jnp.concatenate([jnp.nonzero(block_rejected, size=num_blocks, fill_value=num_blocks)[0].astype(jnp.int32),
                              jnp.full((room,), num_blocks, jnp.int32)])
-    lane_in_block = jnp.arange(_RETRY_BLOCK, dtype=jnp.int32)
+    lane_in_block = jnp.arange(LANE_BLOCK, dtype=jnp.int32)
 
     def retry_window(state):
         first, value = state
         blocks = jax.lax.dynamic_slice(order, (first,), (room,))
-        lanes = (blocks[:, None] * _RETRY_BLOCK + lane_in_block).reshape(-1)  # past the end: fill or padding
+        lanes = (blocks[:, None] * LANE_BLOCK + lane_in_block).reshape(-1)  # past the end: fill or padding
         picked = jnp.minimum(lanes, axis_size - 1)
         retried = jax.vmap(_retry)(seed_words[picked], shapes[picked], accepted[picked], value[picked])
         return first + room, value.at[lanes].set(retried, mode="drop")

@@ -254,8 +254,6 @@ def _print_outputs(paths, rows, check: bool) -> None:
 
 
 def _gaussian(args) -> int:
-    devices = _join_processes(args)
-    _x64(args)
     from .initial import parse_initial
     from .runs import RunSettings, run_gaussian
     from .study import gaussian_study
@@ -265,7 +263,7 @@ def _gaussian(args) -> int:
         estimator=args.estimator, initial=parse_initial(args.p0, args.mean, args.sigma, args.dim), path=args.path,
     )
     settings = RunSettings(
-        chains=args.chains, seed=args.seed, chunk_size=args.chunk_size, devices=devices,
+        chains=args.chains, seed=args.seed, chunk_size=args.chunk_size, devices=args.devices,
         quantiles=args.quantiles, figure_samples=args.figure_samples, progress=args.progress,
         checkpoint_every=args.checkpoint_every,
     )
@@ -275,8 +273,6 @@ def _gaussian(args) -> int:
 
 
 def _discrete(args) -> int:
-    devices = _join_processes(args)
-    _x64(args)
     from .discrete import discrete_study
     from .runs import RunSettings, run_discrete
 
@@ -289,18 +285,18 @@ def _discrete(args) -> int:
         path=args.path, per_state=args.per_state,
     )
     settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
-                           devices=devices, progress=args.progress, checkpoint_every=args.checkpoint_every)
+                           devices=args.devices, progress=args.progress, checkpoint_every=args.checkpoint_every)
     paths, rows = run_discrete(study, settings, args.out, force=args.force, figures=not args.no_figures)
     _print_outputs(paths, rows, args.check)
     return 0
 
 
-def _run(args, study, devices, **settings) -> int:
+def _run(args, study, **settings) -> int:
     """Run a GMM, KDE or regression study from parsed flags and print what was written."""
     from .runs import RunSettings, run_study
 
     settings = RunSettings(chains=args.chains, seed=args.seed, chunk_size=args.chunk_size,
-                           devices=devices, progress=args.progress,
+                           devices=args.devices, progress=args.progress,
                            checkpoint_every=args.checkpoint_every, **settings)
     paths, rows = run_study(study, settings, args.out, force=args.force, figures=not args.no_figures)
     _print_outputs(paths, rows, args.check)
@@ -315,8 +311,6 @@ def _x64(args) -> None:
 
 
 def _gmm(args) -> int:
-    devices = _join_processes(args)
-    _x64(args)
     from .gmm import gmm_study
 
     study = gmm_study(
@@ -326,12 +320,10 @@ def _gmm(args) -> int:
         schedule=args.schedule, regime=args.regime, heldout=args.heldout,
         weight_threshold=args.weight_threshold, variance_threshold=args.variance_threshold,
     )
-    return _run(args, study, devices, quantiles=args.quantiles, figure_samples=args.figure_samples)
+    return _run(args, study, quantiles=args.quantiles, figure_samples=args.figure_samples)
 
 
 def _kde(args) -> int:
-    devices = _join_processes(args)
-    _x64(args)
     from .initial import parse_initial
     from .kde import kde_study
 
@@ -340,12 +332,10 @@ def _kde(args) -> int:
         regime=args.regime, dim=args.dim, initial=parse_initial(args.p0, args.mean, args.sigma, args.dim),
         heldout=args.heldout,
     )
-    return _run(args, study, devices)
+    return _run(args, study)
 
 
 def _regression(args) -> int:
-    devices = _join_processes(args)
-    _x64(args)
     from .regression import regression_study
 
     design = args.design
@@ -362,7 +352,7 @@ def _regression(args) -> int:
         samples=samples, dim=dim, generations=args.generations, noise=args.noise, regime=args.regime,
         design=design, design_seed=args.design_seed, path=args.path,
     )
-    return _run(args, study, devices)
+    return _run(args, study)
 
 
 def _vae(args) -> int:
@@ -491,6 +481,9 @@ def main(argv=None) -> int:
         commands = {"gaussian": _gaussian, "discrete": _discrete, "gmm": _gmm, "kde": _kde, "regression": _regression, "vae": _vae,
                     "lm": _lm, "rerun": _rerun, "resume": _resume, "sweep": _sweep,
                     "reproduce": _reproduce}
+        if hasattr(args, "distributed"):  # the chain commands: processes and precision before any JAX work
+            args.devices = _join_processes(args)
+            _x64(args)
         return commands[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _checkpoint
 from ._progress import Progress
-from ._random import step_words
+from ._random import LANE_BLOCK, step_words
 from ._validation import ConfigError, require_int
 from .distributed import is_main_process
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
@@ -47,7 +47,6 @@ from .summaries import chunk_moments, describe_moments, merge_moments, sketch, s
 __all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS"]
 
 RECORDS = ("summary", "trajectories")
-_LANE_BLOCK = 16  # chains: a multiple of every CPU vector width in float32 (AVX-512: 16)
 
 
 class ChainProgram(NamedTuple):
@@ -219,7 +218,7 @@ def simulate(
     # loop (and a batch of one) with other instructions, whose last bits differ; with
     # every chain in a full vector lane, a chain's numbers do not depend on its chunk.
     # Padded chains are masked out of every record.
-    per_device = _LANE_BLOCK * math.ceil(chunk_size / num_devices / _LANE_BLOCK)
+    per_device = LANE_BLOCK * math.ceil(chunk_size / num_devices / LANE_BLOCK)
     chunk_size = num_devices * per_device
     num_chunks = math.ceil(num_chains / chunk_size)
     if segment_length is None:
