@@ -12,8 +12,9 @@ from scipy import stats
 
 import jaxcollapse as jc
 from jaxcollapse import ConfigError
+import jaxcollapse._counts as counts_module
 from jaxcollapse._counts import binomial, multinomial
-from jaxcollapse._random import threefry_elementwise
+from jaxcollapse._random import threefry_elementwise, uniforms_from_words
 from jaxcollapse.check import absorption_time_rows, theory_table, verdicts
 from jaxcollapse.cli import main
 from jaxcollapse.discrete import discrete_study, parse_discrete_initial, state_index
@@ -57,6 +58,115 @@ def test_multinomial_counts():
     big = np.asarray(jax.jit(jax.vmap(lambda k: multinomial(k, 1e6, 3.0 * weights)))(jax.random.split(jax.random.key(4), 4000)))
     assert np.all(big.sum(1) == 1e6)
     assert_z(big.mean(0)[p > 0], np.sqrt(1e6 * p * (1 - p) / 4000)[p > 0], 1e6 * p[p > 0], "large multinomial")
+
+
+def _pmf_check(sample, pmf, what):
+    """Every value's frequency in ``sample`` against ``pmf`` (values 0 .. len(pmf) - 1)."""
+    frequencies = np.bincount(sample.astype(int), minlength=len(pmf))[: len(pmf)] / len(sample)
+    keep = pmf > 1e-4
+    assert_z(frequencies[keep], np.sqrt(pmf[keep] * (1 - pmf[keep]) / len(sample)), pmf[keep], what)
+    assert np.sum(sample >= len(pmf)) <= 5 + 10 * len(sample) * (1 - pmf.sum()), f"{what}: too many large values"
+
+
+def _open_uniforms(seed, size):
+    return uniforms_from_words(jax.random.bits(jax.random.key(seed), (size,)), jnp.float32)
+
+
+def test_poisson_inversion_pmf():
+    """Means whose search ends in the first fused trip (0.3), in blocks finished apart
+    (1 % of the elements at 30 among means of 1), in whole-batch trips (all at 49), and
+    from the mode (means >= 50: 0.1 % at 700.5 in blocks, or all at 50)."""
+    inversion = jax.jit(counts_module._poisson_inversion)
+    size = 200_000
+    for mean in (0.3, 49.0):
+        sample = np.asarray(inversion(_open_uniforms(1, size), jnp.full(size, mean)))
+        _pmf_check(sample, stats.poisson.pmf(np.arange(120), mean), f"Poisson({mean})")
+    means = np.where(np.arange(size) % 100 == 7, 30.0, 1.0)
+    means[np.arange(size) % 1000 == 501] = 700.5  # from the mode, in blocks
+    sample = np.asarray(inversion(_open_uniforms(2, size), jnp.asarray(means, jnp.float32)))
+    _pmf_check(sample[means == 1.0], stats.poisson.pmf(np.arange(40), 1.0), "Poisson(1) beside Poisson(30)")
+    _pmf_check(sample[means == 30.0], stats.poisson.pmf(np.arange(90), 30.0), "Poisson(30) in blocks")
+    _pmf_check(sample[means == 700.5], stats.poisson.pmf(np.arange(1000), 700.5), "Poisson(700.5) in blocks")
+    sample = np.asarray(inversion(_open_uniforms(3, size), jnp.full(size, 50.0)))  # all from the mode
+    _pmf_check(sample, stats.poisson.pmf(np.arange(150), 50.0), "Poisson(50)")
+
+
+def test_inversion_above_the_float32_cdf_stops_in_the_tail():
+    """u above the float32 sum of the pmf (the largest uniform, 1 - 2**-24) gets the
+    far tail, not the step where the pmf underflows (k ~ 40-48 for a mean of 1)."""
+    largest = jnp.full(3, 1.0 - 2.0**-24, jnp.float32)
+    means = jnp.array([1.0, 5.0, 20.0], jnp.float32)
+    tail = np.asarray(counts_module._poisson_inversion(largest, means))
+    quantiles = stats.poisson.isf(1e-7, np.asarray(means))
+    assert np.all(tail >= quantiles - 2) and np.all(tail <= quantiles + 16), (tail, quantiles)
+    n, q = jnp.full(1, 1e4, jnp.float32), jnp.full(1, 1e-4, jnp.float32)
+    tail = float(counts_module._binomial_inversion(largest[:1], n, q)[0])
+    assert stats.binom.isf(1e-7, 1e4, 1e-4) - 2 <= tail <= stats.binom.isf(1e-7, 1e4, 1e-4) + 16
+
+
+def _split_weights(states):
+    weights = 1.0 / (np.arange(states) + 20.0)
+    weights[::7] = 0.0
+    return weights / weights.sum()
+
+
+@pytest.mark.parametrize("slack", [None, 0.25])
+def test_poisson_split_multinomial_is_exact(monkeypatch, slack):
+    """M draws over K = M states by the Poisson split: every count of a state with
+    lambda p = 18.5 (finished in blocks past the first trip) against the binomial pmf,
+    the means and the covariance of two states. With the slack cut to 0.25 sd, about 40 %
+    of the rows overshoot or overflow the top-up buffer and are drawn point by point:
+    still exact, because whether a row is kept depends on its Poisson total alone."""
+    states = samples = 2000
+    assert counts_module._uses_split(samples, states)
+    if slack is not None:
+        monkeypatch.setattr(counts_module, "_SPLIT_SLACK", slack)
+    p = _split_weights(states)
+    rate = samples - counts_module._SPLIT_SLACK * np.sqrt(samples)
+    assert 16 < rate * p.max() < counts_module.INVERSION_MEAN
+    chains = 20_000
+    draw = jax.jit(jax.vmap(lambda key, p: multinomial(key, float(samples), p, samples), (0, None)))
+    counts = np.asarray(draw(jax.random.split(jax.random.key(11 if slack is None else 12), chains), jnp.asarray(p)))
+    assert np.all(counts.sum(1) == samples) and np.all(counts[:, p == 0] == 0)
+    first = int(np.argmax(p))
+    _pmf_check(counts[:, first], stats.binom.pmf(np.arange(80), samples, p[first]), "count of the largest state")
+    live = p > 0
+    assert_z(counts.mean(0)[live], np.sqrt(samples * p * (1 - p) / chains)[live], samples * p[live], "split means")
+    a, b = first, first + 3
+    product = (counts[:, a] - samples * p[a]) * (counts[:, b] - samples * p[b])
+    assert_z(product.mean(), product.std() / np.sqrt(chains), -samples * p[a] * p[b], "covariance of two states")
+
+
+def test_poisson_split_with_a_large_state():
+    """One state with lambda p ~ 980 (its Poisson drawn from the mode) among small ones."""
+    states = samples = 2000
+    p = np.full(states, 0.5 / (states - 1))
+    p[3] = 0.5
+    draw = jax.jit(jax.vmap(lambda key, p: multinomial(key, float(samples), p, samples), (0, None)))
+    counts = np.asarray(draw(jax.random.split(jax.random.key(13), 20_000), jnp.asarray(p)))
+    assert np.all(counts.sum(1) == samples)
+    _pmf_check(counts[:, 3], stats.binom.pmf(np.arange(samples + 1), samples, 0.5), "large state's count")
+    _pmf_check(counts[:, 0], stats.binom.pmf(np.arange(20), samples, p[0]), "count of a small state")
+
+
+def test_cumulative_weights_are_flat_across_dead_states():
+    """A state of weight 0 gets an empty interval of the inverse CDF, so it is never drawn
+    (a plain XLA cumsum moves by an ulp at ~1 % of the zeros of a K = 10^4 vector)."""
+    weights = np.random.default_rng(5).random((4, 10_000)).astype(np.float32)
+    weights[:, ::7] = 0.0
+    cdf = np.asarray(jax.jit(counts_module.cumulative_weights)(jnp.asarray(weights)))
+    steps = np.diff(cdf, axis=-1)
+    assert np.all(steps[weights[:, 1:] == 0] == 0) and np.all(steps >= 0)
+    np.testing.assert_allclose(cdf[:, -1], weights.sum(-1), rtol=1e-5)
+
+
+def test_batched_multinomial_rows_are_independent():
+    """Rows of one call with a batch of weights draw from their own words."""
+    draw = jax.jit(jax.vmap(lambda key, p: multinomial(key, 40.0, p, 40), (0, None)))
+    counts = np.asarray(draw(jax.random.split(jax.random.key(14), 20_000), jnp.full((2, 50), 1.0 / 50)))
+    assert np.all(counts.sum(-1) == 40)
+    correlation = np.corrcoef(counts[:, 0, :5].ravel(), counts[:, 1, :5].ravel())[0, 1]
+    assert_z(correlation, 1.0 / np.sqrt(counts[:, 0, :5].size), 0.0, "correlation between rows")
 
 
 def _run(study, chains=4000, seed=0, metrics=None):
