@@ -107,29 +107,37 @@ def test_inversion_above_the_float32_cdf_stops_in_the_tail():
 def _split_weights(states):
     weights = 1.0 / (np.arange(states) + 20.0)
     weights[::7] = 0.0
+    weights[1] = 0.1 * weights.sum()
     return weights / weights.sum()
+
+
+def _split_draws(monkeypatch, p, samples, chains, seed):
+    """M = ``samples`` draws over K = len(p) states, the Poisson split forced on."""
+    monkeypatch.setattr(counts_module, "SPLIT_COST_RATIO", 0.0)
+    assert counts_module._uses_split(samples, len(p))
+    draw = jax.jit(jax.vmap(lambda key, p: multinomial(key, float(samples), p, samples), (0, None)))
+    counts = np.asarray(draw(jax.random.split(jax.random.key(seed), chains), jnp.asarray(p, jnp.float32)))
+    assert np.all(counts.sum(1) == samples) and np.all(counts[:, p == 0] == 0)
+    return counts
 
 
 @pytest.mark.parametrize("slack", [None, 0.25])
 def test_poisson_split_multinomial_is_exact(monkeypatch, slack):
-    """M draws over K = M states by the Poisson split: every count of a state with
-    lambda p = 18.5 (finished in blocks past the first trip) against the binomial pmf,
-    the means and the covariance of two states. With the slack cut to 0.25 sd, about 40 %
-    of the rows overshoot or overflow the top-up buffer and are drawn point by point:
-    still exact, because whether a row is kept depends on its Poisson total alone."""
-    states = samples = 2000
-    assert counts_module._uses_split(samples, states)
+    """M draws over K = M states by the Poisson split: every count of the state with
+    lambda p ~ 29 (finished in blocks past the first trip) against the binomial pmf, the
+    means and the covariance of two states. With the slack cut to 0.25 sd, most rows
+    overshoot or overflow the top-up buffer and are drawn point by point: still exact,
+    because whether a row is kept depends on its Poisson total alone."""
+    states = samples = 400
     if slack is not None:
         monkeypatch.setattr(counts_module, "_SPLIT_SLACK", slack)
     p = _split_weights(states)
     rate = samples - counts_module._SPLIT_SLACK * np.sqrt(samples)
     assert 16 < rate * p.max() < counts_module.INVERSION_MEAN
     chains = 20_000
-    draw = jax.jit(jax.vmap(lambda key, p: multinomial(key, float(samples), p, samples), (0, None)))
-    counts = np.asarray(draw(jax.random.split(jax.random.key(11 if slack is None else 12), chains), jnp.asarray(p)))
-    assert np.all(counts.sum(1) == samples) and np.all(counts[:, p == 0] == 0)
+    counts = _split_draws(monkeypatch, p, samples, chains, 11 if slack is None else 12)
     first = int(np.argmax(p))
-    _pmf_check(counts[:, first], stats.binom.pmf(np.arange(80), samples, p[first]), "count of the largest state")
+    _pmf_check(counts[:, first], stats.binom.pmf(np.arange(120), samples, p[first]), "count of the largest state")
     live = p > 0
     assert_z(counts.mean(0)[live], np.sqrt(samples * p * (1 - p) / chains)[live], samples * p[live], "split means")
     a, b = first, first + 3
@@ -137,16 +145,29 @@ def test_poisson_split_multinomial_is_exact(monkeypatch, slack):
     assert_z(product.mean(), product.std() / np.sqrt(chains), -samples * p[a] * p[b], "covariance of two states")
 
 
-def test_poisson_split_with_a_large_state():
-    """One state with lambda p ~ 980 (its Poisson drawn from the mode) among small ones."""
-    states = samples = 2000
+def test_poisson_split_with_a_large_state(monkeypatch):
+    """One state with lambda p ~ 160 (its Poisson drawn from the mode) among small ones."""
+    states = samples = 400
     p = np.full(states, 0.5 / (states - 1))
     p[3] = 0.5
-    draw = jax.jit(jax.vmap(lambda key, p: multinomial(key, float(samples), p, samples), (0, None)))
-    counts = np.asarray(draw(jax.random.split(jax.random.key(13), 20_000), jnp.asarray(p)))
-    assert np.all(counts.sum(1) == samples)
+    counts = _split_draws(monkeypatch, p, samples, 20_000, 13)
     _pmf_check(counts[:, 3], stats.binom.pmf(np.arange(samples + 1), samples, 0.5), "large state's count")
     _pmf_check(counts[:, 0], stats.binom.pmf(np.arange(20), samples, p[0]), "count of a small state")
+
+
+def test_a_rows_split_draws_do_not_depend_on_its_batch(monkeypatch):
+    """A row drawn by the split gives the same counts beside a row drawn point by point
+    (more than 2 % of its means above 10) as alone."""
+    monkeypatch.setattr(counts_module, "SPLIT_COST_RATIO", 0.0)
+    states = samples = 400
+    crowded = np.zeros(states)
+    crowded[:20] = 1.0 / 20
+    weights = jnp.asarray(np.stack([_split_weights(states), crowded]), jnp.float32)
+    keys = jax.random.split(jax.random.key(15), 2)
+    draw = jax.jit(jax.vmap(lambda key, p: multinomial(key, float(samples), p, samples)))
+    together, alone = np.asarray(draw(keys, weights)), np.asarray(draw(keys[:1], weights[:1]))
+    np.testing.assert_array_equal(together[0], alone[0])
+    assert together[1].sum() == samples and np.all(together[1, 20:] == 0)
 
 
 def test_cumulative_weights_are_flat_across_dead_states():
