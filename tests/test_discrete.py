@@ -156,8 +156,8 @@ def test_poisson_split_with_a_large_state(monkeypatch):
 
 
 def test_a_rows_split_draws_do_not_depend_on_its_batch(monkeypatch):
-    """A row drawn by the split gives the same counts beside a row drawn point by point
-    (more than 2 % of its means above 10) as alone."""
+    """A row gives the same counts beside a row with large means that finish in blocks or
+    whole-batch trips as alone."""
     monkeypatch.setattr(counts_module, "SPLIT_COST_RATIO", 0.0)
     states = samples = 400
     crowded = np.zeros(states)

@@ -56,6 +56,7 @@ __all__ = ["binomial", "multinomial", "categorical", "cumulative_weights", "INVE
 # exp(-n q * (-log1p(-q) / q)) >= exp(-50 ln 4) ~ 8e-31 a normal float32 (q <= 1/2).
 INVERSION_MEAN = 50.0
 _UNROLL = 16  # inversion search steps per loop trip
+_POISSON_FIRST_TRIPS = 2  # fused trips before the Poisson search finishes apart: fewer whole-batch trips late in a collapse
 _FIRST_ATTEMPTS = 3  # BTRS attempts for the whole batch before the rejected elements are gathered
 DRAWS_PER_STATE = 1.0  # multinomials of at most this many draws per state are drawn point by point
 
@@ -85,7 +86,7 @@ def _uniform_pair(source, salt):
     return uniforms_from_words(first, dtype), uniforms_from_words(second, dtype)
 
 
-def _inversion(uniforms, first_pmf, numerator, params, upper):
+def _inversion(uniforms, first_pmf, numerator, params, upper, first_trips: int = 1):
     """Smallest k with F(k) >= u for the pmf f(0) = ``first_pmf``, f(k + 1) = f(k)
     numerator(k, *params) / (k + 1), searched upwards from k = 0 (binomial: numerator =
     (n - k) q / (1 - q); Poisson: the mean); at most ``upper``. All arrays are 1-D.
@@ -117,8 +118,9 @@ def _inversion(uniforms, first_pmf, numerator, params, upper):
     def search(state, params):
         return jax.lax.while_loop(lambda s: jnp.any(searching(s)), lambda s: trip(s, params), state)[1]
 
-    state = trip((jnp.int32(0), (first_pmf < uniforms).astype(first_pmf.dtype), first_pmf, first_pmf, uniforms),
-                 params)
+    state = (jnp.int32(0), (first_pmf < uniforms).astype(first_pmf.dtype), first_pmf, first_pmf, uniforms)
+    for _ in range(first_trips):
+        state = trip(state, params)
     pending = searching(state)
     size = uniforms.shape[0]
 
@@ -398,7 +400,6 @@ def _histograms(key_words, n, p, max_count: int):
 # Multinomial(n, p). A row whose T overshoots n or leaves more than the buffer of
 # categorical draws (another ~3e-5; the event depends on T alone, so the rows kept are
 # still exact) is drawn again point by point.
-_SPLIT_LARGE_MEAN, _SPLIT_LARGE_SHARE = 10.0, 0.02  # past 2 % of means above 10, draw point by point
 _SPLIT_SLACK = 4.0  # lambda = n - _SPLIT_SLACK sqrt(max_count)
 _SPLIT_SALT, _TOP_UP_SALT, _ROW_SALT = 1, 2, 3  # counters (salt, i); categorical draws use (0, i)
 
@@ -448,7 +449,8 @@ def _poisson_inversion(uniforms, means):
     ``INVERSION_MEAN``, the search from the mode for the (typically few) larger ones."""
     small = means < INVERSION_MEAN
     small_means = jnp.where(small, means, 0.0)
-    counts = _inversion(uniforms, jnp.exp(-small_means), lambda step, means: means, (small_means,), jnp.inf)
+    counts = _inversion(uniforms, jnp.exp(-small_means), lambda step, means: means, (small_means,), jnp.inf,
+                        first_trips=_POISSON_FIRST_TRIPS)
     size = means.shape[0]
 
     def large_lanes(lanes):
@@ -464,35 +466,25 @@ def _poisson_inversion(uniforms, means):
 
 
 def _split_rows(key_words, n, p, max_count: int):
-    """(B, K) multinomial counts of n[b] <= ``max_count`` draws from the weights p[b]: the
-    Poisson split, except for the rows where it costs more or fails, drawn point by point."""
+    """(B, K) multinomial counts of n[b] <= ``max_count`` draws from the weights p[b] by
+    the Poisson split; the rows where it fails are drawn point by point."""
     rows, states = p.shape
     total = jnp.sum(p, axis=-1, keepdims=True)
     rate = jnp.maximum(n - _SPLIT_SLACK * math.sqrt(max_count), 0.0)
     means = rate[:, None] * (p / jnp.where(total > 0, total, 1.0))
     room = _split_room(max_count)
 
-    def point_by_point():
-        return _histograms(key_words, n, p, max_count)
-
-    def split():
-        words = threefry_elementwise(key_words[:, :1], key_words[:, 1:], jnp.uint32(_SPLIT_SALT),
-                                     jnp.arange(states, dtype=jnp.uint32))[0]
-        uniforms = uniforms_from_words(words, p.dtype).reshape(-1)
-        counts = _poisson_inversion(uniforms, means.reshape(-1)).reshape(rows, states)
-        top_up = n - jnp.sum(counts, axis=-1)
-        keep = (top_up >= 0) & (top_up <= room) & ~crowded
-        top_up_words = jnp.stack(threefry_elementwise(key_words[:, 0], key_words[:, 1], jnp.uint32(_TOP_UP_SALT),
-                                                      jnp.uint32(0)), axis=-1)
-        counts = counts + _histograms(top_up_words, jnp.clip(top_up, 0.0, room), p, room)
-        return jax.lax.cond(jnp.all(keep), lambda: counts,
-                            lambda: jnp.where(keep[:, None], counts, point_by_point()))
-
-    # A Poisson search costs about its mean in steps: in a row where many means are large
-    # (late in a collapse the mass sits on few states) the point draws cost less. The
-    # choice is the row's own, so a chain's draws do not depend on its batch.
-    crowded = jnp.sum(means > _SPLIT_LARGE_MEAN, axis=-1) > states * _SPLIT_LARGE_SHARE
-    return jax.lax.cond(jnp.all(crowded), point_by_point, split)
+    words = threefry_elementwise(key_words[:, :1], key_words[:, 1:], jnp.uint32(_SPLIT_SALT),
+                                 jnp.arange(states, dtype=jnp.uint32))[0]
+    uniforms = uniforms_from_words(words, p.dtype).reshape(-1)
+    counts = _poisson_inversion(uniforms, means.reshape(-1)).reshape(rows, states)
+    top_up = n - jnp.sum(counts, axis=-1)
+    keep = (top_up >= 0) & (top_up <= room)
+    top_up_words = jnp.stack(threefry_elementwise(key_words[:, 0], key_words[:, 1], jnp.uint32(_TOP_UP_SALT),
+                                                  jnp.uint32(0)), axis=-1)
+    counts = counts + _histograms(top_up_words, jnp.clip(top_up, 0.0, room), p, room)
+    return jax.lax.cond(jnp.all(keep), lambda: counts,
+                        lambda: jnp.where(keep[:, None], counts, _histograms(key_words, n, p, max_count)))
 
 
 @functools.lru_cache(maxsize=None)
