@@ -170,6 +170,25 @@ def test_a_rows_split_draws_do_not_depend_on_its_batch(monkeypatch):
     assert together[1].sum() == samples and np.all(together[1, 20:] == 0)
 
 
+def test_large_and_small_batches_give_each_element_the_same_value():
+    """Batches above SMALL_BATCH finish their stragglers in blocks, smaller ones in
+    whole-batch loops: the same values, element by element (binomials by inversion and
+    BTRS, Poisson searches from 0 and from the mode)."""
+    size = 2 * counts_module.SMALL_BATCH + 48
+    rng = np.random.default_rng(16)
+    n = jnp.asarray(rng.choice([30.0, 500.0, 5000.0], size), jnp.float32)
+    p = jnp.asarray(rng.uniform(0.01, 0.99, size), jnp.float32)
+    source = (jnp.full(size, 7, jnp.uint32), jnp.full(size, 9, jnp.uint32), jnp.arange(size, dtype=jnp.uint32))
+    binomial_core = jax.jit(counts_module._binomial_core)
+    large = np.asarray(binomial_core(source, n, p))
+    small = np.asarray(binomial_core(tuple(x[:1000] for x in source), n[:1000], p[:1000]))
+    np.testing.assert_array_equal(large[:1000], small)
+    means = jnp.asarray(rng.choice([0.5, 3.0, 25.0, 400.0], size, p=[0.5, 0.4, 0.09, 0.01]), jnp.float32)
+    uniforms = _open_uniforms(17, size)
+    poisson = jax.jit(counts_module._poisson_inversion)
+    np.testing.assert_array_equal(np.asarray(poisson(uniforms, means))[:1000], np.asarray(poisson(uniforms[:1000], means[:1000])))
+
+
 def test_cumulative_weights_are_flat_across_dead_states():
     """A state of weight 0 gets an empty interval of the inverse CDF, so it is never drawn
     (a plain XLA cumsum moves by an ulp at ~1 % of the zeros of a K = 10^4 vector)."""

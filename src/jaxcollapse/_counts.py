@@ -44,7 +44,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._random import finish_pending_blocks, threefry_elementwise, uniforms_from_words
+from ._random import SMALL_BATCH, finish_pending_blocks, threefry_elementwise, uniforms_from_words
 
 __all__ = ["binomial", "multinomial", "categorical", "cumulative_weights", "INVERSION_MEAN"]
 
@@ -119,6 +119,8 @@ def _inversion(uniforms, first_pmf, numerator, params, upper, first_trips: int =
         return jax.lax.while_loop(lambda s: jnp.any(searching(s)), lambda s: trip(s, params), state)[1]
 
     state = (jnp.int32(0), (first_pmf < uniforms).astype(first_pmf.dtype), first_pmf, first_pmf, uniforms)
+    if uniforms.shape[0] <= SMALL_BATCH:  # one loop, the same values, less to compile
+        return jnp.minimum(search(state, params), upper)
     for _ in range(first_trips):
         state = trip(state, params)
     pending = searching(state)
@@ -203,26 +205,30 @@ def _btrs(source, n, q, needed):
         ok, candidate = _btrs_attempt(source, salt, setup)
         return jnp.where((value < 0) & ok, candidate, value)
 
-    def until_accepted(value, source, n, q):
+    def until_accepted(value, source, n, q, first_salt):
         setup = _btrs_setup(n, q)
 
         def trip(state):
             salt, value = state
             return salt + 1, attempt(salt, value, source, setup)
 
-        start = (jnp.uint32(1 + _FIRST_ATTEMPTS), value)
+        start = (jnp.uint32(first_salt), value)
         return jax.lax.while_loop(lambda state: jnp.any(state[1] < 0), trip, start)[1]
 
+    pending = jnp.where(needed, -1.0, 0.0).astype(n.dtype)
+    if n.shape[0] <= SMALL_BATCH:  # one loop, the same values, less to compile
+        return until_accepted(pending, source, n, q, 1)
     setup = _btrs_setup(n, q)
     # a rolled loop: unrolled, the three attempts compile 3x slower and run ~25 % faster
     value = jax.lax.fori_loop(0, _FIRST_ATTEMPTS,
                               lambda index, value: attempt(jnp.uint32(1) + index.astype(jnp.uint32), value, source, setup),
-                              jnp.where(needed, -1.0, 0.0).astype(n.dtype))
+                              pending)
     size = n.shape[0]
 
     def finish(lanes):
         picked = jnp.minimum(lanes, size - 1)
-        return until_accepted(value[picked], tuple(x[picked] for x in source), n[picked], q[picked])
+        return until_accepted(value[picked], tuple(x[picked] for x in source), n[picked], q[picked],
+                              1 + _FIRST_ATTEMPTS)
 
     return finish_pending_blocks(value < 0, value, finish)
 

@@ -162,7 +162,7 @@ def _gamma(seed_words, shape, draws):
 
 
 LANE_BLOCK = 16  # lanes: a multiple of every CPU vector width in float32 (AVX-512: 16)
-SMALL_BATCH = 4096  # lanes: up to this, finish_pending_blocks works on the whole batch
+SMALL_BATCH = 1 << 15  # lanes: up to this, pending lanes are finished with the whole batch
 
 
 def finish_pending_blocks(pending, value, finish, finish_all=None):
@@ -180,7 +180,8 @@ def finish_pending_blocks(pending, value, finish, finish_all=None):
     than an eighth of them are, ``finish_all()`` (if given) finishes the whole batch
     instead, and so does a batch of at most ``SMALL_BATCH`` lanes (``finish`` of every
     lane if no ``finish_all`` is given): the values are the same, each lane's own, and
-    the block machinery, which costs ~0.3 s of compile time, is left out.
+    the block machinery, which costs ~0.3 s of compile time, is left out (the count
+    samplers then also skip their separate first pass).
 
     Example:
         >>> import jax.numpy as jnp
