@@ -233,17 +233,18 @@ def _btrs(source, n, q, needed):
     return finish_pending_blocks(value < 0, value, finish)
 
 
-def _binomial_core(source, n, p):
+def _binomial_core(source, n, p, rejection: bool = True):
     """Binomial(n, p) elementwise; ``source`` = (key0, key1, element index) broadcastable
-    to n's shape (see :func:`_uniform_pair`)."""
+    to n's shape (see :func:`_uniform_pair`). ``rejection=False`` promises n min(p, 1 - p)
+    < INVERSION_MEAN everywhere, so BTRS is not even compiled."""
     # one flat axis: XLA:CPU vectorises the minor axis, which for (chains, nodes) arrays
     # is often 1 or 2 long
     shape = n.shape
     source = tuple(jnp.broadcast_to(x, shape).reshape(-1) for x in source)
-    return _binomial_flat(source, n.reshape(-1), p.reshape(-1)).reshape(shape)
+    return _binomial_flat(source, n.reshape(-1), p.reshape(-1), rejection).reshape(shape)
 
 
-def _binomial_flat(source, n, p):
+def _binomial_flat(source, n, p, rejection: bool):
     flip = p > 0.5
     q = jnp.clip(jnp.where(flip, 1.0 - p, p), 0.0, 0.5)
     small = n * q < INVERSION_MEAN
@@ -251,8 +252,10 @@ def _binomial_flat(source, n, p):
         jnp.any(small), lambda: _binomial_inversion(_uniform_pair(source, 0)[0], jnp.where(small, n, 0.0), q),
         lambda: jnp.zeros_like(n),
     )
-    by_rejection = jax.lax.cond(jnp.any(~small), lambda: _btrs(source, n, q, ~small), lambda: jnp.zeros_like(n))
-    k = jnp.where(small, by_inversion, by_rejection)
+    k = by_inversion
+    if rejection:
+        by_rejection = jax.lax.cond(jnp.any(~small), lambda: _btrs(source, n, q, ~small), lambda: jnp.zeros_like(n))
+        k = jnp.where(small, by_inversion, by_rejection)
     return jnp.where(flip, n - k, k)
 
 
@@ -260,31 +263,38 @@ def _element_index(shape):
     return jnp.arange(math.prod(shape), dtype=jnp.uint32).reshape(shape)
 
 
-@jax.custom_batching.custom_vmap
-def _binomial(key_words, offset, n, p):
-    return _binomial_core((key_words[0], key_words[1], _element_index(n.shape) + offset), n, p)
+@functools.lru_cache(maxsize=None)
+def _binomial_sampler(rejection: bool):
+    """The binomial whose ``vmap`` runs on the whole batch at once (see the module doc)."""
+
+    @jax.custom_batching.custom_vmap
+    def draw(key_words, offset, n, p):
+        return _binomial_core((key_words[0], key_words[1], _element_index(n.shape) + offset), n, p, rejection)
+
+    @draw.def_vmap
+    def draw_batched(axis_size, in_batched, key_words, offset, n, p):
+        def lanes_of(value, batched):
+            return value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
+
+        key_words, n, p = (lanes_of(v, b) for v, b in zip((key_words, n, p), (in_batched[0], *in_batched[2:])))
+        if in_batched[1]:
+            raise NotImplementedError("the element offset of a binomial batch must be the same for every lane")
+        per_chain = (axis_size,) + (1,) * (n.ndim - 1)
+        source = (key_words[:, 0].reshape(per_chain), key_words[:, 1].reshape(per_chain),
+                  _element_index(n.shape[1:]) + offset)
+        return _binomial_core(source, n, p, rejection), True
+
+    return draw
 
 
-@_binomial.def_vmap
-def _binomial_batched(axis_size, in_batched, key_words, offset, n, p):
-    def lanes_of(value, batched):
-        return value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
-
-    key_words, n, p = (lanes_of(v, b) for v, b in zip((key_words, n, p), (in_batched[0], *in_batched[2:])))
-    if in_batched[1]:
-        raise NotImplementedError("the element offset of a binomial batch must be the same for every lane")
-    per_chain = (axis_size,) + (1,) * (n.ndim - 1)
-    source = (key_words[:, 0].reshape(per_chain), key_words[:, 1].reshape(per_chain),
-              _element_index(n.shape[1:]) + offset)
-    return _binomial_core(source, n, p), True
-
-
-def _binomial_words(key_words, n, p, offset: int = 0):
+def _binomial_words(key_words, n, p, offset: int = 0, max_count: float | None = None):
     """Binomial(n, p) from a key's two words; element e draws from the counter e + offset,
-    so calls with disjoint offset ranges are independent."""
+    so calls with disjoint offset ranges are independent. ``max_count``, a static bound on
+    n, leaves BTRS out where n q <= max_count / 2 < INVERSION_MEAN (the same values)."""
     dtype = jnp.result_type(float)
     n, p = jnp.broadcast_arrays(jnp.asarray(n, dtype), jnp.asarray(p, dtype))
-    return _binomial(key_words, jnp.uint32(offset), n, p)
+    rejection = max_count is None or max_count / 2 >= INVERSION_MEAN
+    return _binomial_sampler(rejection)(key_words, jnp.uint32(offset), n, p)
 
 
 def binomial(key, n, p):
@@ -308,7 +318,7 @@ def _pairs(values, nodes):
     return padded.reshape(values.shape[:-1] + (nodes, 2))
 
 
-def _tree_multinomial(key, n, p):
+def _tree_multinomial(key, n, p, max_count: int | None = None):
     """K - 1 conditional binomials on a binary tree whose level sizes halve (rounding up)
     from the K leaves: a node with a single child passes its count on."""
     widths = [p.shape[-1]]
@@ -324,7 +334,7 @@ def _tree_multinomial(key, n, p):
         children = _pairs(weights[level - 1], widths[level])
         left, total = children[..., 0], children.sum(-1)
         ratio = jnp.where(total > 0, left / jnp.where(total > 0, total, 1.0), 0.0)
-        left_counts = _binomial_words(key_words, counts, ratio, offset)
+        left_counts = _binomial_words(key_words, counts, ratio, offset, max_count)
         offset += widths[level]
         counts = jnp.stack([left_counts, counts - left_counts], axis=-1)
         counts = counts.reshape(counts.shape[:-2] + (-1,))[..., : widths[level - 1]]
@@ -558,4 +568,4 @@ def multinomial(key, n, p, max_count: int | None = None):
     n = jnp.asarray(n, dtype)
     if max_count is not None and max_count <= DRAWS_PER_STATE * p.shape[-1]:
         return _draws_multinomial(key, n, p, int(max_count))
-    return _tree_multinomial(key, n, p)
+    return _tree_multinomial(key, n, p, max_count)
