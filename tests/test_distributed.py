@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import jaxcollapse as jc
 from jaxcollapse.discrete import discrete_study
@@ -49,7 +50,11 @@ def _free_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_of_two_devices_equal_one_device(tmp_path):
+    """Chains sharded over 2 processes x 2 devices equal one device's (30-37 s, so on demand
+    with -m slow; test_cli_run_over_two_processes_equals_one_process covers two processes
+    in the default run)."""
     port = str(_free_port())
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     here = os.path.dirname(os.path.abspath(__file__))
