@@ -44,7 +44,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._random import SMALL_BATCH, finish_pending_blocks, threefry_elementwise, uniforms_from_words
+from ._random import SMALL_BATCH, batched_lanes, finish_pending_blocks, threefry_elementwise, uniforms_from_words
 
 __all__ = ["binomial", "multinomial", "categorical", "cumulative_weights", "INVERSION_MEAN"]
 
@@ -273,10 +273,7 @@ def _binomial_sampler(rejection: bool):
 
     @draw.def_vmap
     def draw_batched(axis_size, in_batched, key_words, offset, n, p):
-        def lanes_of(value, batched):
-            return value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
-
-        key_words, n, p = (lanes_of(v, b) for v, b in zip((key_words, n, p), (in_batched[0], *in_batched[2:])))
+        key_words, n, p = batched_lanes(axis_size, (in_batched[0], *in_batched[2:]), key_words, n, p)
         if in_batched[1]:
             raise NotImplementedError("the element offset of a binomial batch must be the same for every lane")
         per_chain = (axis_size,) + (1,) * (n.ndim - 1)
@@ -417,6 +414,9 @@ def _histograms(key_words, n, p, max_count: int):
 # categorical draws (another ~3e-5; the event depends on T alone, so the rows kept are
 # still exact) is drawn again point by point.
 _SPLIT_SLACK = 4.0  # lambda = n - _SPLIT_SLACK sqrt(max_count)
+# a Poisson inversion with its share of the top-up costs about this many search steps
+# (measured: the split wins from M ~ 0.7 K on at K = 10^4)
+SPLIT_COST_RATIO = 8.0
 _SPLIT_SALT, _TOP_UP_SALT, _ROW_SALT = 1, 2, 3  # counters (salt, i); categorical draws use (0, i)
 
 
@@ -514,8 +514,7 @@ def _split_multinomial(max_count: int):
 
     @draw.def_vmap
     def draw_batched(axis_size, in_batched, key_words, n, p):
-        lanes = [v if batched else jnp.broadcast_to(v, (axis_size,) + v.shape)
-                 for v, batched in zip((key_words, n, p), in_batched)]
+        lanes = batched_lanes(axis_size, in_batched, key_words, n, p)
         key_words, n, p = (v.reshape((-1,) + v.shape[v.ndim - core:]) for v, core in zip(lanes, (1, 0, 1)))
         return _split_rows(key_words, n, p, max_count).reshape(lanes[2].shape), True
 
@@ -527,9 +526,6 @@ def _uses_split(max_count: int, states: int) -> bool:
     its buffer of top-up draws against max_count binary searches of log2 K steps."""
     room = _split_room(max_count)
     return (max_count - room) * math.log2(max(states, 2)) >= SPLIT_COST_RATIO * states
-
-
-SPLIT_COST_RATIO = 8.0  # a Poisson inversion with its share of the top-up costs about 8 search steps (measured: the split wins from M ~ 0.7 K at K = 10^4)
 
 
 def _draws_multinomial(key, n, p, max_count: int):

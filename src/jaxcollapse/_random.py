@@ -26,7 +26,7 @@ import jax.numpy as jnp
 __all__ = [
     "gamma", "gamma_from_draws", "chi_square", "wishart_scatter", "step_words", "uniforms_from_words",
     "normals_from_words", "key_from_words", "threefry_elementwise", "finish_pending_blocks", "WORDS_PER_DRAW",
-    "LANE_BLOCK", "SMALL_BATCH",
+    "LANE_BLOCK", "SMALL_BATCH", "batched_lanes",
 ]
 
 WORDS_PER_DRAW = 4  # two normals and two uniforms; the rare further attempts rehash them
@@ -223,12 +223,16 @@ def finish_pending_blocks(pending, value, finish, finish_all=None):
                         lambda: jax.lax.cond(8 * count > num_blocks, finish_all, by_windows))
 
 
+def batched_lanes(axis_size, in_batched, *values):
+    """The arguments of a ``custom_vmap`` rule, each with the batch axis in front: the
+    unbatched ones broadcast to ``axis_size`` lanes."""
+    return tuple(value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
+                 for value, batched in zip(values, in_batched))
+
+
 @_gamma.def_vmap
 def _gamma_batched(axis_size, in_batched, seed_words, shape, draws):
-    def lanes_of(value, batched):
-        return value if batched else jnp.broadcast_to(value, (axis_size,) + jnp.shape(value))
-
-    seed_words, shapes, draws = (lanes_of(v, b) for v, b in zip((seed_words, shape, draws), in_batched))
+    seed_words, shapes, draws = batched_lanes(axis_size, in_batched, seed_words, shape, draws)
     accepted, value = jax.vmap(_first_attempt)(shapes, draws)
     # Attempt 0 runs for all lanes; the rejected ones are retried in blocks. A block needs
     # a retry with probability 1 - acceptance^16: ~0.1 % at M = 1000, ~10 % at M = 10.
