@@ -28,6 +28,17 @@ def test_elementwise_threefry_matches_jax():
     np.testing.assert_array_equal(np.concatenate([first, second]), np.asarray(threefry_2x32(key, counts)))
 
 
+def _pmf_check(sample, pmf, what):
+    """Every value's frequency in ``sample`` against ``pmf`` (values 0 .. len(pmf) - 1, those
+    of probability above 1e-4 and below 1); returns the frequencies."""
+    frequencies = np.bincount(sample.astype(int), minlength=len(pmf))[: len(pmf)] / len(sample)
+    keep = (pmf > 1e-4) & (pmf < 1)
+    if keep.any():
+        assert_z(frequencies[keep], np.sqrt(pmf[keep] * (1 - pmf[keep]) / len(sample)), pmf[keep], what)
+    assert np.sum(sample >= len(pmf)) <= 5 + 10 * len(sample) * (1 - pmf.sum()), f"{what}: too many large values"
+    return frequencies
+
+
 @pytest.mark.parametrize("n, p", [(30, 0.3), (60, 0.3), (99, 0.49), (12, 0.97), (110, 0.5), (2000, 0.4), (500, 0.0),
                                   (7, 1.0)])
 def test_binomial_pmf(n, p):
@@ -36,14 +47,9 @@ def test_binomial_pmf(n, p):
     draws = 200_000
     sample = np.asarray(jax.jit(jax.vmap(lambda k: binomial(k, n, p)))(jax.random.split(jax.random.key(n), draws)))
     assert np.all(sample == np.round(sample)) and sample.min() >= 0 and sample.max() <= n
-    values = np.arange(n + 1)
-    pmf = stats.binom.pmf(values, n, p)
-    frequencies = np.bincount(sample.astype(int), minlength=n + 1) / draws
-    keep = (pmf > 1e-4) & (pmf < 1)
+    pmf = stats.binom.pmf(np.arange(n + 1), n, p)
+    frequencies = _pmf_check(sample, pmf, f"Binomial({n}, {p}) pmf")
     assert np.all(frequencies[pmf == 1] == 1)
-    if keep.any():
-        assert_z(frequencies[keep], np.sqrt(pmf[keep] * (1 - pmf[keep]) / draws), pmf[keep],
-                 f"Binomial({n}, {p}) pmf")
     assert np.all(frequencies[pmf == 0] == 0)
 
 
@@ -58,14 +64,6 @@ def test_multinomial_counts():
     big = np.asarray(jax.jit(jax.vmap(lambda k: multinomial(k, 1e6, 3.0 * weights)))(jax.random.split(jax.random.key(4), 4000)))
     assert np.all(big.sum(1) == 1e6)
     assert_z(big.mean(0)[p > 0], np.sqrt(1e6 * p * (1 - p) / 4000)[p > 0], 1e6 * p[p > 0], "large multinomial")
-
-
-def _pmf_check(sample, pmf, what):
-    """Every value's frequency in ``sample`` against ``pmf`` (values 0 .. len(pmf) - 1)."""
-    frequencies = np.bincount(sample.astype(int), minlength=len(pmf))[: len(pmf)] / len(sample)
-    keep = pmf > 1e-4
-    assert_z(frequencies[keep], np.sqrt(pmf[keep] * (1 - pmf[keep]) / len(sample)), pmf[keep], what)
-    assert np.sum(sample >= len(pmf)) <= 5 + 10 * len(sample) * (1 - pmf.sum()), f"{what}: too many large values"
 
 
 def _open_uniforms(seed, size):
