@@ -86,7 +86,14 @@ def _uniform_pair(source, salt):
     return uniforms_from_words(first, dtype), uniforms_from_words(second, dtype)
 
 
-def _search_from_zero(uniforms, first_pmf, numerator, params):
+def _search_step(step, pmf, cdf, count, uniforms, params, numerator):
+    """From k = ``step`` to k + 1: f(k + 1), F(k + 1) and the count of F values below u."""
+    pmf = pmf * numerator(step, *params) * (1.0 / (step + 1.0))
+    cdf = cdf + pmf
+    return pmf, cdf, count + (cdf < uniforms).astype(pmf.dtype)
+
+
+def _search_from_zero(uniforms, first_pmf, params, numerator):
     """Smallest k with F(k) >= u for the pmf f(0) = ``first_pmf``, f(k + 1) = f(k)
     numerator(k, *params) / (k + 1), searched upwards from k = 0 (binomial: numerator =
     (n - k) q / (1 - q); Poisson: the mean), until every element has found its k.
@@ -102,9 +109,7 @@ def _search_from_zero(uniforms, first_pmf, numerator, params):
         j, count, pmf, cdf, uniforms = state
         for offset in range(_UNROLL):
             step = (j + offset).astype(pmf.dtype)
-            pmf = pmf * numerator(step, *params) * (1.0 / (step + 1.0))
-            cdf = cdf + pmf
-            count = count + (cdf < uniforms).astype(pmf.dtype)
+            pmf, cdf, count = _search_step(step, pmf, cdf, count, uniforms, params, numerator)
         stalled = (cdf + pmf == cdf) & (numerator(step + 1.0, *params) < step + 2.0)
         return j + _UNROLL, count, pmf, cdf, jnp.where(stalled, -1.0, uniforms)
 
@@ -116,7 +121,7 @@ def _search_from_zero(uniforms, first_pmf, numerator, params):
     return jax.lax.while_loop(searching, trip, state)[1]
 
 
-def _first_steps_count(uniforms, first_pmf, numerator, params, steps: int):
+def _first_steps_count(uniforms, first_pmf, params, numerator, steps: int):
     """The number of F(0), ..., F(steps) below u: the search's k where it is at most
     ``steps``, and steps + 1 where the search goes on.
 
@@ -128,10 +133,7 @@ def _first_steps_count(uniforms, first_pmf, numerator, params, steps: int):
     pmf, cdf = first_pmf, first_pmf
     count = (cdf < uniforms).astype(pmf.dtype)
     for step in range(steps):
-        step = jnp.asarray(step, pmf.dtype)
-        pmf = pmf * numerator(step, *params) * (1.0 / (step + 1.0))
-        cdf = cdf + pmf
-        count = count + (cdf < uniforms).astype(pmf.dtype)
+        pmf, cdf, count = _search_step(jnp.asarray(step, pmf.dtype), pmf, cdf, count, uniforms, params, numerator)
     return count
 
 
@@ -152,31 +154,39 @@ def _lanes(values, lanes):
     return values if lanes is None else tuple(value[lanes] for value in values)
 
 
-def _inversion(uniforms, first_pmf, numerator, params, upper, first_trips: int = 1):
-    """:func:`_search_from_zero`, at most ``upper``; all arrays are 1-D. The first
-    ``first_trips`` trips run for the whole batch, fused with what makes the uniforms
-    (:func:`_first_steps_count`); the few elements still searching after them are searched
-    in blocks (:func:`_first_pass_then_blocks`).
+def _inversion(uniforms, inputs, setup, numerator, first_trips: int = 1):
+    """:func:`_search_from_zero` with (first_pmf, params) = ``setup(*inputs)``; all arrays
+    are 1-D. The first ``first_trips`` trips run for the whole batch, fused with what makes
+    the uniforms (:func:`_first_steps_count`); the few elements still searching after them
+    are searched in blocks (:func:`_first_pass_then_blocks`), which read only the uniforms
+    and ``inputs`` and set up again: every array a branch reads is first written out in
+    full (measured on the Poisson split at K = M = 10^4: 1.15-1.2x faster than passing
+    the set-up arrays in).
     """
     steps = first_trips * _UNROLL
 
     def first_pass():
-        count = _first_steps_count(uniforms, first_pmf, numerator, params, steps)
+        first_pmf, params = setup(*inputs)
+        count = _first_steps_count(uniforms, first_pmf, params, numerator, steps)
         return count, count > steps
 
     def draw(lanes):
-        uniforms_, first_pmf_, *params_ = _lanes((uniforms, first_pmf, *params), lanes)
-        return _search_from_zero(uniforms_, first_pmf_, numerator, params_)
+        uniforms_, *inputs_ = _lanes((uniforms, *inputs), lanes)
+        return _search_from_zero(uniforms_, *setup(*inputs_), numerator)
 
-    return jnp.minimum(_first_pass_then_blocks(uniforms.shape[0], first_pass, draw), upper)
+    return _first_pass_then_blocks(uniforms.shape[0], first_pass, draw)
 
 
 def _binomial_numerator(step, n, ratio):
     return (n - step) * ratio
 
 
+def _binomial_setup(n, q):
+    return jnp.exp(n * jnp.log1p(-q)), (n, q / (1.0 - q))
+
+
 def _binomial_inversion(uniforms, n, q):
-    return _inversion(uniforms, jnp.exp(n * jnp.log1p(-q)), _binomial_numerator, (n, q / (1.0 - q)), n)
+    return jnp.minimum(_inversion(uniforms, (n, q), _binomial_setup, _binomial_numerator), n)
 
 
 class _BtrsSetup(NamedTuple):
@@ -505,23 +515,27 @@ def _poisson_inversion(uniforms, means):
     """Poisson(means) elementwise: the search from 0 for means below ``INVERSION_MEAN``,
     the search from the mode for the (typically few) larger ones, both finished in blocks
     after a first pass of ``_POISSON_FIRST_TRIPS`` trips from 0 (see :func:`_inversion`)."""
-    small = means < INVERSION_MEAN
-    small_means = jnp.where(small, means, 0.0)
-    large_means = jnp.where(small, INVERSION_MEAN, means)
-    first_pmf = jnp.exp(-small_means)
     steps = _POISSON_FIRST_TRIPS * _UNROLL
 
+    def split(means):
+        small = means < INVERSION_MEAN
+        small_means = jnp.where(small, means, 0.0)
+        return small, small_means, jnp.exp(-small_means)
+
     def first_pass():
-        count = _first_steps_count(uniforms, first_pmf, _poisson_numerator, (small_means,), steps)
+        small, small_means, first_pmf = split(means)
+        count = _first_steps_count(uniforms, first_pmf, (small_means,), _poisson_numerator, steps)
         return count, (count > steps) | ~small
 
     def draw(lanes):
-        uniforms_, first_pmf_, small_, small_means_, large_means_ = _lanes(
-            (uniforms, first_pmf, small, small_means, large_means), lanes)
-        from_zero = _search_from_zero(uniforms_, first_pmf_, _poisson_numerator, (small_means_,))
-        from_mode = jax.lax.cond(jnp.all(small_), lambda: from_zero,
-                                 lambda: _poisson_from_mode(uniforms_, large_means_))
-        return jnp.where(small_, from_zero, from_mode)
+        # only the uniforms and means pass into the blocks: every array a branch reads is
+        # written out in full first
+        uniforms_, means_ = _lanes((uniforms, means), lanes)
+        small, small_means, first_pmf = split(means_)
+        from_zero = _search_from_zero(uniforms_, first_pmf, (small_means,), _poisson_numerator)
+        from_mode = jax.lax.cond(jnp.all(small), lambda: from_zero,
+                                 lambda: _poisson_from_mode(uniforms_, jnp.where(small, INVERSION_MEAN, means_)))
+        return jnp.where(small, from_zero, from_mode)
 
     return _first_pass_then_blocks(means.shape[0], first_pass, draw)
 
