@@ -145,3 +145,21 @@ def test_metric_selection_records_only_what_is_asked():
     np.testing.assert_array_equal(chosen.moments["w2_risk"], full.moments["w2_risk"])
     with pytest.raises(jc.ConfigError, match="metrics must be a non-empty selection"):
         jc.simulate(study.program(), num_chains=4, num_generations=3, metrics=("bogus",))
+
+
+@pytest.mark.parametrize("generations, options, calls", [
+    (8, {}, 1),  # at least MIN_SEGMENT generations a call: one call
+    (250, {}, 10),  # a tenth of the run
+    (8, {"checkpoint_every": 3}, 3),  # checkpoints bound the segment: 3 + 3 + 2
+])
+def test_default_segments(tmp_path, monkeypatch, generations, options, calls):
+    from jaxcollapse import engine
+
+    updates = []
+    monkeypatch.setattr(engine.Progress, "update", lambda self, *args: updates.append(args))
+    if options:
+        options = dict(options, checkpoint=tmp_path / "run.npz")
+    study = jc.gaussian_study(samples=10, generations=generations, path="sufficient")
+    jc.simulate(study.program(), num_chains=16, num_generations=generations, seed=0, **options)
+    assert len(updates) == calls
+    assert updates[-1][1] == generations

@@ -11,6 +11,7 @@ from ._validation import ConfigError
 from .discrete import DiscreteStudy, discrete_study
 from .engine import ChainProgram, SimulationResult, simulate
 from .gmm import GMMStudy, gmm_study
+from .heap import keep_freed_memory
 from .kde import KDEStudy, kde_study
 from .regression import RegressionStudy, regression_study
 from .families import Family, GaussianParams, SufficientStatistics, gaussian
@@ -22,7 +23,7 @@ from .schedules import Schedule, constant, explicit, geometric, linear, parse_sc
 from .study import GaussianStudy, gaussian_study
 
 __all__ = [
-    "ConfigError", "ChainProgram", "SimulationResult", "simulate", "Family", "GaussianParams",
+    "ConfigError", "ChainProgram", "SimulationResult", "simulate", "keep_freed_memory", "Family", "GaussianParams",
     "SufficientStatistics", "gaussian", "InitialDistribution", "laplace_initial", "mixture_initial",
     "normal_initial", "numpyro_initial", "student_t_initial", "DataPolicy", "parse_policy", "Schedule",
     "constant", "explicit", "geometric", "linear", "parse_schedule", "power", "GaussianStudy",

@@ -399,8 +399,8 @@ def cumulative_weights(p):
     sum within blocks of 32 states (one vector add per column, across blocks), and block
     offsets that are each the previous offset plus the previous block's total (a scan over
     K / 32 blocks), so an entry at the start of a block repeats the float operation that
-    made the end of the block before it. It is also faster than ``cumsum`` (1.7 against
-    4.6 ms for 100 x 10^4 weights).
+    made the end of the block before it. It is also faster than ``cumsum`` (1.8-2.1 against
+    4.8-6.0 ms for 100 x 10^4 weights).
 
     Example:
         >>> import jax.numpy as jnp
@@ -410,10 +410,12 @@ def cumulative_weights(p):
     batch, states = p.shape[:-1], p.shape[-1]
     blocks = -(-states // _CDF_BLOCK)
     padded = jnp.pad(p, [(0, 0)] * len(batch) + [(0, blocks * _CDF_BLOCK - states)])
-    columns = jnp.moveaxis(padded.reshape(batch + (blocks, _CDF_BLOCK)), -1, 0)
-    running = [columns[0]]
-    for column in columns[1:]:
-        running.append(running[-1] + column)
+    padded = padded.reshape(batch + (blocks, _CDF_BLOCK))
+    # the running sums as slices of the minor axis: moving the block axis in front instead
+    # costs two transposes of the whole array (3.2-4.6 against 1.4-1.8 ms, measured)
+    running = [padded[..., 0]]
+    for column in range(1, _CDF_BLOCK):
+        running.append(running[-1] + padded[..., column])
 
     def add_block(offset, block_total):
         return offset + block_total, offset

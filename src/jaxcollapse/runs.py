@@ -62,7 +62,7 @@ class RunSettings:
     quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
     figure_samples: tuple[int, ...] | None = None  # None: the run kind's own (figure_sizes)
     progress: bool | None = None
-    checkpoint_every: int | None = None  # generations between checkpoints (None: every segment, ~10 % of G)
+    checkpoint_every: int | None = None  # generations between checkpoints (None: every segment, ~10 % of G, >= 10)
 
     def __post_init__(self):
         require_int("chains", self.chains, 1)

@@ -42,6 +42,7 @@ from flax import nnx
 
 from ._validation import ConfigError, require_choice, require_int, require_positive
 from .families.base import Family
+from .heap import keep_freed_memory
 from .images import check_images
 
 __all__ = [
@@ -320,6 +321,7 @@ def train(key, config: VAEConfig, train_config: TrainConfig, images, weights=Non
 TRAIN_LOOPS = ("auto", "scan", "host")
 
 
+@keep_freed_memory()
 def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weights=None, *, loop: str = "auto",
                batch_runs: bool | None = None, on_epoch: Callable[[int, np.ndarray], None] | None = None):
     """Train ``len(keys)`` independent VAEs at once (``jax.vmap`` over runs), run r on

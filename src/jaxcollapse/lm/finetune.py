@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from .._validation import ConfigError, require_int, require_positive
+from ..heap import keep_freed_memory
 
 __all__ = ["FinetuneConfig", "finetune", "make_train_step", "block_nll", "score_blocks", "perplexity"]
 
@@ -146,6 +147,7 @@ def perplexity(apply: Callable, params, blocks, *, batch_size: int = 64) -> floa
                         / (blocks.shape[0] * (blocks.shape[1] - 1))))
 
 
+@keep_freed_memory()
 def finetune(key, apply: Callable, params, train_blocks, valid_blocks, config: FinetuneConfig = FinetuneConfig(), *,
              on_step: Callable[[int, int, float], None] | None = None):
     """Fine-tune ``params`` on ``train_blocks`` (N, L); returns the kept parameters (the

@@ -1,0 +1,76 @@
+"""keep_freed_memory: large blocks come from the heap and stay there, settings restored."""
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import jaxcollapse as jc
+from jaxcollapse import heap
+
+BLOCK = 64 << 20  # above glibc's largest mmap threshold (32 MiB): mmapped by default
+
+needs_glibc = pytest.mark.skipif(heap._glibc() is None or not hasattr(heap._glibc(), "mallinfo2"),
+                                 reason="mallopt settings and mallinfo2 exist only in glibc (>= 2.33)")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_info():
+    mallinfo2 = heap._glibc().mallinfo2
+    mallinfo2.restype = _MallInfo2
+    return mallinfo2()
+
+
+def _where_a_block_lives():
+    """(bytes newly mmapped while a 64 MiB block lives, free heap bytes after it is freed)."""
+    before = _malloc_info()
+    block = np.ones(BLOCK // 8)
+    mapped = _malloc_info().hblkhd - before.hblkhd
+    del block
+    return mapped, _malloc_info().fordblks
+
+
+@needs_glibc
+def test_large_blocks_come_from_the_heap_inside_and_from_mmap_outside():
+    with jc.keep_freed_memory():
+        mapped, free_after = _where_a_block_lives()
+        assert mapped < BLOCK and free_after >= BLOCK  # served by the heap, kept there once freed
+    mapped, _ = _where_a_block_lives()
+    assert mapped >= BLOCK
+
+
+@needs_glibc
+def test_nested_blocks_restore_the_defaults_only_at_the_outermost_exit():
+    with jc.keep_freed_memory():
+        with jc.keep_freed_memory():
+            pass
+        mapped, _ = _where_a_block_lives()
+        assert mapped < BLOCK
+    assert heap._depth == 0
+    assert _where_a_block_lives()[0] >= BLOCK
+
+
+@needs_glibc
+def test_the_environment_switch_leaves_the_allocator_alone(monkeypatch):
+    monkeypatch.setenv(heap.ENV_SWITCH, "0")
+    with jc.keep_freed_memory():
+        assert _where_a_block_lives()[0] >= BLOCK
+        assert heap._depth == 0
+
+
+def test_an_exception_inside_the_block_still_restores_the_settings():
+    with pytest.raises(RuntimeError, match="inside"):
+        with jc.keep_freed_memory():
+            raise RuntimeError("inside")
+    assert heap._depth == 0
+
+
+@pytest.mark.parametrize("retain_bytes", [0, -1, 2**31, 1.5, True, "1"])
+def test_bad_retain_bytes_is_refused(retain_bytes):
+    with pytest.raises(jc.ConfigError, match="retain_bytes"):
+        with jc.keep_freed_memory(retain_bytes):
+            pass
