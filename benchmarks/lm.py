@@ -10,7 +10,8 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
                cross-entropy, dropout on (0.1, train mode), AdamW (no weight decay).
                jc: ``jaxcollapse.lm.finetune.make_train_step`` (one jitted step, parameters
                and optimiser state donated, the output head at the 63 predicting
-               positions) driven from Python as ``finetune`` does;
+               positions) driven from Python as ``finetune`` does, inside
+               ``jaxcollapse.keep_freed_memory()`` as ``finetune`` and ``run_lm`` run;
                torch: ``model(input_ids=blocks, labels=blocks).loss``, backward,
                ``torch.optim.AdamW`` step. ``--steps`` steps per timing.
   generation   **new tokens/s** = prompts x new tokens / seconds (beams not counted): 4
@@ -32,6 +33,8 @@ over every core; torch uses ``torch.get_num_threads()`` threads, printed).
 
 Diagnostics (on by default; ``--quick`` and ``--no-breakdown`` skip them):
 
+  torch-kept-heap   torch's training inside ``keep_freed_memory()`` too: what the same
+                    glibc allocator settings give PyTorch (torch's default is without);
   jc-full-head      training with the library's step structure (jit, donation, AdamW,
                     dropout) but the loss computed the earlier way: the output head at all
                     64 positions, a log-softmax sliced to 63 and a gather (same loss value);
@@ -71,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcollapse import keep_freed_memory
 from jaxcollapse.lm.checkpoint import save_opt
 from jaxcollapse.lm.finetune import FinetuneConfig, make_train_step
 from jaxcollapse.lm.generate import (
@@ -187,11 +191,13 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
         state["opt"] = optimizer.init(state["params"])
 
         def train(n):
-            for i in range(n):
-                state["count"] += 1
-                state["params"], state["opt"], loss = step(state["params"], state["opt"], device_batches[i % steps],
-                                                           weights, jax.random.fold_in(train_key, state["count"]))
-                last = float(loss)  # finetune reads every loss (progress meter)
+            with keep_freed_memory():  # as finetune runs its steps
+                for i in range(n):
+                    state["count"] += 1
+                    state["params"], state["opt"], loss = step(state["params"], state["opt"],
+                                                               device_batches[i % steps], weights,
+                                                               jax.random.fold_in(train_key, state["count"]))
+                    last = float(loss)  # finetune reads every loss (progress meter)
             return last
         return train
 
@@ -231,7 +237,8 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
     outputs = {}
 
     def jc_generate(name):
-        out = block(generate(fns[name], gen_params, prompt_ids, prompt_mask_j, config=generation))
+        with keep_freed_memory():  # as run_lm generates
+            out = block(generate(fns[name], gen_params, prompt_ids, prompt_mask_j, config=generation))
         outputs[name] = np.asarray(out.tokens)
 
     def torch_generate():
@@ -242,8 +249,15 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                                            pad_token_id=config.pad_token_id)
         outputs["torch"] = out[:, PROMPT:].numpy()
 
+    def torch_train_kept_heap(n):
+        with keep_freed_memory():
+            return torch_train(n)
+
+    torch_trainers = {"torch": torch_train}
+    if breakdown:
+        torch_trainers["torch-kept-heap"] = torch_train_kept_heap
     contenders = {
-        "train": {**trainers, "torch": torch_train},
+        "train": {**trainers, **torch_trainers},
         "generate": {**{name: functools.partial(jc_generate, name) for name in fns}, "torch": torch_generate},
     }
 
@@ -293,6 +307,8 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                   "ratio_jc_over_torch": rates["train"]["jc"] / rates["train"]["torch"],
                   **({"ratio_jc_full_head_over_torch": rates["train"]["jc-full-head"] / rates["train"]["torch"]}
                      if "jc-full-head" in rates["train"] else {}),
+                  **({"ratio_jc_over_torch_kept_heap": rates["train"]["jc"] / rates["train"]["torch-kept-heap"]}
+                     if "torch-kept-heap" in rates["train"] else {}),
                   "last_loss": losses},
         "generate": {"prompts": PROMPTS, "prompt_length": PROMPT, "new_tokens": new_tokens, "beams": BEAMS,
                      "calls_per_timing": calls,
@@ -391,6 +407,8 @@ def report(r: dict) -> None:
               f"cores {t['cores_used'][name]} (others {t['other_processes_cores'][name]})   first call {r['first_call_seconds']['train/' + name]:6.1f} s")
     shifted = (f";  jc-full-head / torch = {t['ratio_jc_full_head_over_torch']:.2f}x"
                if "ratio_jc_full_head_over_torch" in t else "")
+    if "ratio_jc_over_torch_kept_heap" in t:
+        shifted += f";  jc / torch-kept-heap = {t['ratio_jc_over_torch_kept_heap']:.2f}x"
     print(f"    jc / torch = {t['ratio_jc_over_torch']:.2f}x{shifted}")
     print(f"  generation, {g['prompts']} prompts x {g['prompt_length']} tokens, {g['new_tokens']} new tokens, "
           f"{g['beams']} beams, repetition penalty {g['repetition_penalty']}")

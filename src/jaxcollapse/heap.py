@@ -13,8 +13,10 @@ segment it was cut into.
 Inside :func:`keep_freed_memory` glibc serves every allocation from its heap
 (``M_MMAP_MAX`` = 0) and keeps up to ``retain_bytes`` of freed memory there for reuse
 (``M_TRIM_THRESHOLD``), so the second call of a program reuses the pages of the first.
-On leaving the outermost such block, glibc's defaults come back and the retained memory
-is handed back to the system (``malloc_trim``). ``simulate``, the VAE and language-model
+On leaving the outermost such block, blocks above 32 MiB are mmapped again, glibc keeps at
+most 64 MiB of freed memory (the values its dynamic thresholds reach in a program that
+frees large blocks; a mallopt call switches that adaptation off) and the rest of the
+retained memory is handed back to the system (``malloc_trim``). ``simulate``, the VAE and language-model
 training loops and generation use it; code that drives jaxcollapse's compiled steps itself
 can wrap its loop in it too. Other platforms and C libraries are left alone (the block
 does nothing), and so is every process where ``JAXCOLLAPSE_KEEP_HEAP=0`` is set.
@@ -47,10 +49,15 @@ __all__ = ["keep_freed_memory", "ENV_SWITCH"]
 
 ENV_SWITCH = "JAXCOLLAPSE_KEEP_HEAP"  # "0" leaves glibc's allocator settings alone
 
-# mallopt parameters and glibc's defaults for them (malloc.h; DEFAULT_MMAP_MAX and the
-# initial, before any mallopt, M_TRIM_THRESHOLD)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+# mallopt parameters (malloc.h). Any mallopt call switches off glibc's dynamic mmap
+# threshold for good, which rises (to at most 32 MiB, with the trim threshold at twice it)
+# as a program frees large blocks; leaving a block therefore sets the values it would have
+# reached, not the initial 128 KiB (with those, numpy's loops of large temporaries ran
+# 7-13 % slower after a block, measured).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_ADAPTED_MMAP_THRESHOLD = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
+_ADAPTED_TRIM_THRESHOLD = 2 * _ADAPTED_MMAP_THRESHOLD
+_DEFAULT_MMAP_MAX = 65536
 RETAIN_BYTES = 1 << 30
 
 _lock = threading.Lock()
@@ -103,5 +110,6 @@ def keep_freed_memory(retain_bytes: int = RETAIN_BYTES):
             _depth -= 1
             if _depth == 0:
                 libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+                libc.mallopt(_M_MMAP_THRESHOLD, _ADAPTED_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, _ADAPTED_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
