@@ -47,6 +47,8 @@ def test_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
     assert main(arguments + ["--force"]) == 0
 
 
+# on demand (-m slow): the GMM CLI test and the resume tests check bit-for-bit reruns in the default run
+@pytest.mark.slow
 def test_rerun_reproduces_bit_for_bit(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["gaussian", *SMALL, "--no-figures", "--regime", "mix:0.7,0.2,0.1", "--schedule", "linear:3",

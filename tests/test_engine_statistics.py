@@ -101,7 +101,8 @@ def jnp_array(values):
     return jnp.asarray(values)
 
 
-@pytest.mark.parametrize("path", ["data", "sufficient"])
+# the sufficient path on demand (-m slow): test_multivariate_replace_matches_exact_theory_and_bound runs it
+@pytest.mark.parametrize("path", ["data", pytest.param("sufficient", marks=pytest.mark.slow)])
 def test_collapsing_multivariate_chains_stay_finite(path):
     """Float32 Cholesky factors turned collapsing 2-D chains into NaN after ~30
     generations; the eigen square root keeps every parameter finite, and a numerically

@@ -50,7 +50,7 @@ __all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS"]
 RECORDS = ("summary", "trajectories")
 # generations per segment by default (a tenth of the run, at least this many): each call
 # of the compiled segment costs a fixed time on top of its generations (measured on 2
-# cores: ~13 ms for 112 chains at K = M = 10^4, a third of a generation)
+# cores: ~13 ms for 112 chains at K = M = 10^4, where a generation takes ~22 ms)
 MIN_SEGMENT = 10
 
 
@@ -180,7 +180,8 @@ def simulate(
     flight; ``num_devices`` (``None``: all) shards each chunk over a ``chains`` mesh.
     ``segment_length`` generations run per call of the compiled scan (default: a tenth of
     the run, at least ``MIN_SEGMENT``, at most ``checkpoint_every``); progress is reported
-    and checkpoints written between calls.
+    and checkpoints written between calls. The run keeps freed memory for reuse
+    (:func:`jaxcollapse.keep_freed_memory`).
 
     ``checkpoint`` (a file path) saves the run's state there (atomically, ``.npz``) at
     least every ``checkpoint_every`` generations (default: every segment) and after every
