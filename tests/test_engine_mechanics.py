@@ -41,6 +41,7 @@ def test_chain_trajectories_do_not_depend_on_chunking_or_chain_count(name):
         np.testing.assert_array_equal(whole.trajectories[metric][:, :5], fewer.trajectories[metric])
 
 
+@pytest.mark.slow  # on demand: test_merge_moments_matches_numpy and the chunking tests run by default
 def test_summary_merging_across_chunks_equals_one_chunk():
     study = jc.gaussian_study(samples=10, generations=6)
     one = jc.simulate(study.program(), num_chains=300, num_generations=6, seed=1)

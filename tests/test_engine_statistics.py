@@ -67,6 +67,7 @@ def test_paper_expansion_is_reported_as_disagreeing():
     assert table[("E[w2_risk]", "paper eq. (15) bound")].agrees
 
 
+@pytest.mark.slow  # on demand: test_any_numpyro_distribution_as_p0 runs a non-Gaussian p0 by default
 def test_functional_approximation_error_with_student_t_p0():
     """A Gaussian fitted to Student-t data: generation 1's variance is unbiased for the
     t variance, and metrics are taken against the moment-matched Gaussian."""

@@ -75,8 +75,8 @@ def test_multivariate_w2_and_kl_against_scipy(rng):
 
 
 @pytest.mark.parametrize("regime, dim", [
-    ("replace", 1), ("accumulate", 1), ("fresh-real:0.3", 1), ("replace", 2),
-    # 2-D replace and every 1-D policy run by default; the 2-D policies with -m slow
+    ("replace", 1), ("accumulate", 1), ("fresh-real:0.3", 1), pytest.param("replace", 2, marks=pytest.mark.slow),
+    # every 1-D policy runs by default; the 2-D ones with -m slow (2-D replace: test_multivariate_replace_matches_exact_theory_and_bound)
     pytest.param("accumulate", 2, marks=pytest.mark.slow), pytest.param("fresh-real:0.3", 2, marks=pytest.mark.slow),
 ])
 def test_data_and_sufficient_paths_agree_in_distribution(regime, dim):

@@ -112,6 +112,7 @@ def test_sampler_draws_the_mixture():
     np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.03)
 
 
+@pytest.mark.slow  # on demand: the engine's mix policy runs by default in the Gaussian tests
 def test_a_mixing_study_starts_at_p0_and_stays_finite():
     # replace runs in every other study test; mix exercises the resampling buffers (the
     # accumulate pool is the generic data path's, tested with the Gaussian family)
@@ -141,6 +142,7 @@ def test_collapse_shrinks_the_variance_and_grows_the_l2_distance():
     assert np.mean(loglik[40] < loglik[1]) > 0.85
 
 
+@pytest.mark.slow  # on demand: the other GMM runs cover fitting and sampling by default
 def test_blob_p0_pads_with_empty_components_and_a_fresh_start_runs():
     # init "previous" runs in every other study test, "kmeans" in the family's fit
     study = gmm_study(samples=50, generations=2, p0="blob", components=3, iterations=3, init="kmeans++", heldout=20)
