@@ -28,19 +28,54 @@ def test_the_papers_architecture_has_its_parameter_count_and_shapes():
     assert generate(jax.random.key(1), config, params, 3).shape == (3, 28, 28, 1)
 
 
-def test_the_phase_form_of_the_transposed_convolution_equals_flax_conv_transpose():
+def test_the_phase_forms_of_the_transposed_convolution_equal_flax_conv_transpose():
     from flax import nnx
 
-    from jaxcollapse.vae import _doubling_conv_transpose
+    from jaxcollapse.vae import MATMUL_PHASE_CHANNELS, _doubling_conv_transpose, _phases_by_convolution, _phases_by_matmul
 
-    for channels_in, channels_out, side in ((5, 3, 4), (3, 1, 7)):
+    for channels_in, channels_out, side in ((5, 3, 4), (3, 1, 7), (6, MATMUL_PHASE_CHANNELS // 4, 5)):
         layer = nnx.ConvTranspose(channels_in, channels_out, (4, 4), strides=2, padding=((2, 2), (2, 2)),
                                   rngs=nnx.Rngs(channels_in))
-        x = jax.random.normal(jax.random.key(side), (2, side, side, channels_in))
-        ours = _doubling_conv_transpose(x, layer.kernel[...], layer.bias[...] + 0.5)
         layer.bias[...] = layer.bias[...] + 0.5
-        np.testing.assert_allclose(ours, layer(x), atol=1e-5)
-        assert ours.shape == (2, 2 * side, 2 * side, channels_out)
+        x = jax.random.normal(jax.random.key(side), (2, side, side, channels_in))
+        expected = layer(x)
+        assert expected.shape == (2, 2 * side, 2 * side, channels_out)
+        for form in (_phases_by_convolution, _phases_by_matmul):
+            np.testing.assert_allclose(form(x, layer.kernel[...]) + layer.bias[...], expected, atol=1e-5)
+        np.testing.assert_allclose(_doubling_conv_transpose(x, layer.kernel[...], layer.bias[...]), expected, atol=1e-5)
+        # the same gradients as well (the matrix form's reason to exist is its backward pass)
+        cotangent = jax.random.normal(jax.random.key(7), expected.shape)
+        ours = jax.grad(lambda x, k: jnp.sum(_phases_by_matmul(x, k) * cotangent), argnums=(0, 1))(x, layer.kernel[...])
+        theirs = jax.grad(lambda x, k: jnp.sum(_phases_by_convolution(x, k) * cotangent), argnums=(0, 1))(
+            x, layer.kernel[...])
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_the_loss_in_chunks_equals_the_loss_in_one_pass():
+    from flax import nnx
+
+    from jaxcollapse.vae import CPU_CHUNK, CPU_CHUNKS, _chunk_size, _graph, _per_image_loss
+
+    config = VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3)
+    params = init_params(jax.random.key(0), config)
+    images = jax.random.uniform(jax.random.key(1), (7, 8, 8, 1))
+
+    def total(params, chunk):
+        losses = _per_image_loss(nnx.merge(_graph(config), params), images, jax.random.key(2), chunk)
+        return jnp.sum(losses * jnp.arange(1.0, 8.0)), losses  # weights tell the rows apart
+
+    value_and_grad = jax.jit(jax.value_and_grad(total, has_aux=True), static_argnums=1)
+    (whole, whole_rows), whole_grads = value_and_grad(params, None)
+    for chunk in (3, 7):  # an uneven last chunk; one chunk
+        (value, rows), grads = value_and_grad(params, chunk)
+        np.testing.assert_allclose(rows, whole_rows, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(whole_grads)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    if jax.default_backend() == "cpu":
+        assert _chunk_size(config, 256) == max(CPU_CHUNK, 256 // CPU_CHUNKS)
+        assert _chunk_size(config, 8 * CPU_CHUNK * CPU_CHUNKS) == 8 * CPU_CHUNK  # never more than CPU_CHUNKS passes
+    assert _chunk_size(TINY, 256) is None
 
 
 def test_training_lowers_the_loss_and_the_heldout_elbo(digits):
