@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -154,25 +154,40 @@ def _lanes(values, lanes):
     return values if lanes is None else tuple(value[lanes] for value in values)
 
 
-def _inversion(uniforms, inputs, setup, numerator, first_trips: int = 1):
+class _Elsewhere(NamedTuple):
+    """Elements the search from 0 does not serve: ``inside(*inputs)`` marks those it
+    serves; ``draw(uniforms, inside, *inputs)`` gives the others' values (any values
+    inside)."""
+
+    inside: Callable
+    draw: Callable
+
+
+def _inversion(uniforms, inputs, setup, numerator, first_trips: int = 1, elsewhere: _Elsewhere | None = None):
     """:func:`_search_from_zero` with (first_pmf, params) = ``setup(*inputs)``; all arrays
     are 1-D. The first ``first_trips`` trips run for the whole batch, fused with what makes
-    the uniforms (:func:`_first_steps_count`); the few elements still searching after them
-    are searched in blocks (:func:`_first_pass_then_blocks`), which read only the uniforms
-    and ``inputs`` and set up again: every array a branch reads is first written out in
-    full (measured on the Poisson split at K = M = 10^4: 1.15-1.2x faster than passing
-    the set-up arrays in).
+    the uniforms (:func:`_first_steps_count`); the few elements still searching after them,
+    and those ``elsewhere`` serves, are drawn in blocks (:func:`_first_pass_then_blocks`),
+    which read only the uniforms and ``inputs`` and set up again: every array a branch
+    reads is first written out in full (measured on the Poisson split at K = M = 10^4:
+    1.15-1.2x faster than passing the set-up arrays in).
     """
     steps = first_trips * _UNROLL
 
     def first_pass():
         first_pmf, params = setup(*inputs)
         count = _first_steps_count(uniforms, first_pmf, params, numerator, steps)
-        return count, count > steps
+        pending = count > steps
+        return count, pending if elsewhere is None else pending | ~elsewhere.inside(*inputs)
 
     def draw(lanes):
         uniforms_, *inputs_ = _lanes((uniforms, *inputs), lanes)
-        return _search_from_zero(uniforms_, *setup(*inputs_), numerator)
+        from_zero = _search_from_zero(uniforms_, *setup(*inputs_), numerator)
+        if elsewhere is None:
+            return from_zero
+        inside = elsewhere.inside(*inputs_)
+        other = jax.lax.cond(jnp.all(inside), lambda: from_zero, lambda: elsewhere.draw(uniforms_, inside, *inputs_))
+        return jnp.where(inside, from_zero, other)
 
     return _first_pass_then_blocks(uniforms.shape[0], first_pass, draw)
 
@@ -513,33 +528,24 @@ def _poisson_numerator(step, means):
     return means
 
 
+def _poisson_small(means):
+    return means < INVERSION_MEAN
+
+
+def _poisson_setup(means):
+    small_means = jnp.where(_poisson_small(means), means, 0.0)
+    return jnp.exp(-small_means), (small_means,)
+
+
+_POISSON_FROM_MODE = _Elsewhere(
+    _poisson_small, lambda uniforms, small, means: _poisson_from_mode(uniforms, jnp.where(small, INVERSION_MEAN, means)))
+
+
 def _poisson_inversion(uniforms, means):
     """Poisson(means) elementwise: the search from 0 for means below ``INVERSION_MEAN``,
     the search from the mode for the (typically few) larger ones, both finished in blocks
     after a first pass of ``_POISSON_FIRST_TRIPS`` trips from 0 (see :func:`_inversion`)."""
-    steps = _POISSON_FIRST_TRIPS * _UNROLL
-
-    def split(means):
-        small = means < INVERSION_MEAN
-        small_means = jnp.where(small, means, 0.0)
-        return small, small_means, jnp.exp(-small_means)
-
-    def first_pass():
-        small, small_means, first_pmf = split(means)
-        count = _first_steps_count(uniforms, first_pmf, (small_means,), _poisson_numerator, steps)
-        return count, (count > steps) | ~small
-
-    def draw(lanes):
-        # only the uniforms and means pass into the blocks: every array a branch reads is
-        # written out in full first
-        uniforms_, means_ = _lanes((uniforms, means), lanes)
-        small, small_means, first_pmf = split(means_)
-        from_zero = _search_from_zero(uniforms_, first_pmf, (small_means,), _poisson_numerator)
-        from_mode = jax.lax.cond(jnp.all(small), lambda: from_zero,
-                                 lambda: _poisson_from_mode(uniforms_, jnp.where(small, INVERSION_MEAN, means_)))
-        return jnp.where(small, from_zero, from_mode)
-
-    return _first_pass_then_blocks(means.shape[0], first_pass, draw)
+    return _inversion(uniforms, (means,), _poisson_setup, _poisson_numerator, _POISSON_FIRST_TRIPS, _POISSON_FROM_MODE)
 
 
 def _split_rows(key_words, n, p, max_count: int):
