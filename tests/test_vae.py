@@ -199,6 +199,28 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
         run_vae(VAEStudy(generations=3, runs=2, dataset="digits", model=TINY), parts, figures=False, progress=False)
 
 
+def test_samples_and_latents_in_image_batches_equal_one_pass(tmp_path, monkeypatch):
+    """Sampling and encoding go EVAL_BATCH images at a time (memory); the summary and the
+    latents are those of one pass, whatever the batch (a short last batch is padded)."""
+    from jaxcollapse import vae_runs
+
+    study = vae_runs.VAEStudy(generations=1, runs=2, dataset="digits", model=TINY,
+                              training=TrainConfig(epochs=1, batch_size=128), heldout=200)
+    vae_runs.run_vae(study, tmp_path / "one", figures=False, progress=False)
+    monkeypatch.setattr(vae_runs, "EVAL_BATCH", 500)  # 1597 images per run: 4 batches, the last padded
+    calls = []
+    original = vae_runs._over_image_batches
+    monkeypatch.setattr(vae_runs, "_over_image_batches", lambda fn, arrays: calls.append(arrays.shape) or original(fn, arrays))
+    vae_runs.run_vae(study, tmp_path / "batched", figures=False, progress=False)
+    assert calls and all(shape[:2] == (2, 1597) for shape in calls)
+    one, batched = (np.genfromtxt(tmp_path / name / "summary.csv", delimiter=",", names=True) for name in ("one", "batched"))
+    for column in one.dtype.names:
+        np.testing.assert_allclose(batched[column], one[column], rtol=1e-5, atol=1e-6)
+    with np.load(tmp_path / "one" / "latents.npz") as a, np.load(tmp_path / "batched" / "latents.npz") as b:
+        for key in a.files:
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-5)
+
+
 def test_cli_on_the_8x8_digits(tmp_path, capsys):
     import csv
 

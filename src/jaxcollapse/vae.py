@@ -47,7 +47,7 @@ from .images import check_images
 
 __all__ = [
     "VAEConfig", "TrainConfig", "ConvVAE", "MLPVAE", "build_model", "init_params", "train", "train_runs",
-    "generate", "TRAIN_LOOPS",
+    "generate", "decode_means", "TRAIN_LOOPS",
     "encode_means", "negative_elbo", "vae_family", "parameter_count", "ARCHITECTURES", "SAMPLE_MODES",
 ]
 
@@ -466,12 +466,23 @@ def _host_steps(config, train_config, rows, data_axis):
 def generate(key, config: VAEConfig, params, n: int, mode: str = "mean"):
     """n images decoded from z ~ N(0, I): decoder means, or Bernoulli draws of them."""
     require_choice("sample mode", mode, SAMPLE_MODES)
+    z, pixel_key = _latents(key, config, n)
+    return _pixels(pixel_key, decode_means(config, params, z), mode)
+
+
+def _latents(key, config: VAEConfig, n: int):
+    """:func:`generate`'s z (n, latent) and the key of its Bernoulli draws."""
     latent_key, pixel_key = jax.random.split(key)
-    z = jax.random.normal(latent_key, (n, config.latent))
-    means = jax.nn.sigmoid(_model(config, params).decode(z))
-    if mode == "mean":
-        return means
-    return jax.random.bernoulli(pixel_key, means).astype(means.dtype)
+    return jax.random.normal(latent_key, (n, config.latent)), pixel_key
+
+
+def _pixels(pixel_key, means, mode: str):
+    return means if mode == "mean" else jax.random.bernoulli(pixel_key, means).astype(means.dtype)
+
+
+def decode_means(config: VAEConfig, params, z):
+    """The decoder's pixel means (N, H, W, 1) of latents ``z`` (N, latent)."""
+    return jax.nn.sigmoid(_model(config, params).decode(jnp.asarray(z)))
 
 
 def encode_means(config: VAEConfig, params, images):

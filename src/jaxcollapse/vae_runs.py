@@ -48,7 +48,7 @@ from .heap import keep_freed_memory
 from ._validation import ConfigError, require_choice, require_int
 from .images import DATASETS, load_images
 from .policies import DataPolicy
-from .vae import SAMPLE_MODES, TrainConfig, VAEConfig, encode_means, generate, negative_elbo, train_runs
+from .vae import SAMPLE_MODES, TrainConfig, VAEConfig, _latents, _pixels, decode_means, encode_means, negative_elbo, train_runs
 
 __all__ = ["VAEStudy", "run_vae", "default_model", "VAE_REGIMES"]
 
@@ -186,6 +186,29 @@ def _latent_sd(latents) -> float:
 
 # ---------------------------------------------------------------------------- the run
 
+# Images per run in one compiled call of sampling and encoding, so that their memory stays
+# bounded whatever the data set (the conv decoder's largest array holds ~130 KB an image:
+# 5 runs of the 60000 MNIST digits at once would need ~40 GB).
+EVAL_BATCH = 2048
+
+
+def _over_image_batches(fn, arrays):
+    """``fn(batch)`` over slices of ``arrays`` (runs, N, ...) along N, at most EVAL_BATCH
+    at a time (a short last slice is padded, so one compilation serves every slice), the
+    results joined along N."""
+    count = arrays.shape[1]
+    if count <= EVAL_BATCH:
+        return fn(arrays)
+    parts = []
+    for first in range(0, count, EVAL_BATCH):
+        batch = arrays[:, first:first + EVAL_BATCH]
+        short = EVAL_BATCH - batch.shape[1]
+        if short:
+            batch = jnp.concatenate([batch, jnp.zeros((batch.shape[0], short, *batch.shape[2:]), batch.dtype)], axis=1)
+        parts.append(fn(batch)[:, :EVAL_BATCH - short])
+    return jnp.concatenate(parts, axis=1)
+
+
 def _keys(study: VAEStudy, generation: int):
     """(train keys, sample keys, policy key) of a generation: derived, never split across runs."""
     base = jax.random.fold_in(jax.random.key(study.seed), generation)
@@ -241,9 +264,17 @@ def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = Tru
 
     def trained_shape(keys, images):
         return jax.eval_shape(lambda k, x: train_runs(k, model, training, x, loop="scan"), keys, images)
-    sample_runs = jax.jit(jax.vmap(lambda key, params: generate(key, model, params, real.shape[0], study.sample_mode)),
-                          static_argnums=())
-    encode_runs = jax.jit(jax.vmap(lambda params, images: encode_means(model, params, images)))
+    decode_batch = jax.jit(jax.vmap(lambda params, z: decode_means(model, params, z)))
+    encode_batch = jax.jit(jax.vmap(lambda params, images: encode_means(model, params, images)))
+
+    def sample_runs(keys, params):  # generate(key, ...) for each run, decoded EVAL_BATCH images at a time
+        z, pixel_keys = jax.vmap(lambda key: _latents(key, model, real.shape[0]))(keys)
+        means = _over_image_batches(lambda batch: decode_batch(params, batch), z)
+        return jax.vmap(lambda key, means: _pixels(key, means, study.sample_mode))(pixel_keys, means)
+
+    def encode_runs(params, images):
+        return _over_image_batches(lambda batch: encode_batch(params, batch), images)
+
     elbo_runs = jax.jit(jax.vmap(lambda params: negative_elbo(jax.random.key(study.seed), model, params, heldout)))
 
     current = jnp.broadcast_to(real, (study.runs, *real.shape))
