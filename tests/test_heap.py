@@ -74,3 +74,48 @@ def test_bad_retain_bytes_is_refused(retain_bytes):
     with pytest.raises(jc.ConfigError, match="retain_bytes"):
         with jc.keep_freed_memory(retain_bytes):
             pass
+
+
+_THREAD_BLOCK_SCRIPT = """
+import ctypes, threading
+import numpy as np
+import jaxcollapse as jc
+from jaxcollapse import heap
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+heap._glibc().mallinfo2.restype = Info
+mapped = []
+
+def allocate():  # a thread started after the import, as XLA's workers are
+    before = heap._glibc().mallinfo2().hblkhd
+    block = np.ones((64 << 20) // 8)
+    mapped.append(heap._glibc().mallinfo2().hblkhd - before)
+    del block
+
+with jc.keep_freed_memory():
+    thread = threading.Thread(target=allocate)
+    thread.start()
+    thread.join()
+print(heap.ARENAS_LIMITED, mapped[0] >= (64 << 20))
+"""
+
+
+@needs_glibc
+def test_threads_started_after_the_import_allocate_from_the_kept_heap():
+    """A thread's own glibc arena mmaps any block above 64 MiB whatever M_MMAP_MAX says;
+    the import limits glibc to one arena, so a new thread's block comes from the main heap,
+    unless the user chose the number of arenas."""
+    import os
+    import subprocess
+    import sys
+
+    def run(**env):
+        environment = {key: value for key, value in os.environ.items() if key not in ("MALLOC_ARENA_MAX", heap.ENV_SWITCH)}
+        out = subprocess.run([sys.executable, "-c", _THREAD_BLOCK_SCRIPT], env={**environment, **env},
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    assert run() == ["True", "False"]  # from the heap
+    assert run(MALLOC_ARENA_MAX="8") == ["False", "True"]  # the user's setting stands: the thread's arena mmaps it
