@@ -25,17 +25,14 @@ mallopt settings are global to the process: while a block is open, allocations o
 threads are also served from the heap. Blocks nest and may be opened from several
 threads; the settings change only at the outermost entry and exit.
 
-One arena. XLA:CPU runs a program on worker threads, and glibc gives each thread an arena
-of its own whose heaps hold at most 64 MiB: a larger block (the temporaries of a training
-step of OPT-125m: 222 MB) is mmapped whatever ``M_MMAP_MAX`` says and unmapped at
-``free``. Importing jaxcollapse therefore limits glibc to one arena (``M_ARENA_MAX`` = 1),
-so the threads started afterwards (XLA starts its threads at the first JAX computation)
-allocate from the main heap, which the block keeps. Measured on the 12 layers of OPT-125m,
-forward and backward: 120,000 page faults and 2.5-3.0 s a call, against none and 2.1-2.2 s.
-Not done where ``JAXCOLLAPSE_KEEP_HEAP=0``, ``MALLOC_ARENA_MAX`` or a glibc ``arena_max``
-tunable is set (the user's choice stands); threads that already hold an arena keep it, so
-a program that ran JAX computations before importing jaxcollapse should set
-``MALLOC_ARENA_MAX=1`` itself. ``ARENAS_LIMITED`` says whether the import did it.
+Large models: XLA:CPU runs a program on worker threads, and glibc gives each thread an
+arena of its own whose heaps hold at most 64 MiB; a larger block (the temporaries of a
+training step of OPT-125m: 222 MB) is mmapped whatever ``M_MMAP_MAX`` says and unmapped at
+``free``. Starting Python with ``MALLOC_ARENA_MAX=1`` makes every thread allocate from the
+main heap, which the block keeps: the 12 layers of OPT-125m, forward and backward, went
+from 120,000 page faults and 2.5-3.0 s a call to none and 2.1-2.2 s (measured). It is not
+the default because one arena slowed programs of many small operations: training the tiny
+OPT ran 15-40 % slower in three paired runs, the worker threads contending for the one arena.
 
 Example:
     >>> import jax.numpy as jnp
@@ -57,7 +54,7 @@ import threading
 
 from ._validation import ConfigError
 
-__all__ = ["keep_freed_memory", "ENV_SWITCH", "ARENAS_LIMITED"]
+__all__ = ["keep_freed_memory", "ENV_SWITCH"]
 
 ENV_SWITCH = "JAXCOLLAPSE_KEEP_HEAP"  # "0" leaves glibc's allocator settings alone
 
@@ -66,7 +63,7 @@ ENV_SWITCH = "JAXCOLLAPSE_KEEP_HEAP"  # "0" leaves glibc's allocator settings al
 # as a program frees large blocks; leaving a block therefore sets the values it would have
 # reached, not the initial 128 KiB (with those, numpy's loops of large temporaries ran
 # 7-13 % slower after a block, measured).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _ADAPTED_MMAP_THRESHOLD = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
 _ADAPTED_TRIM_THRESHOLD = 2 * _ADAPTED_MMAP_THRESHOLD
 _DEFAULT_MMAP_MAX = 65536
@@ -93,17 +90,6 @@ def _glibc():
 
 def _enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip() not in ("0", "false", "no", "off")
-
-
-def _limit_arenas() -> bool:
-    """One glibc arena for the threads started from now on (see the module's docstring)."""
-    libc = _glibc() if _enabled() else None
-    if libc is None or "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    return libc.mallopt(_M_ARENA_MAX, 1) == 1
-
-
-ARENAS_LIMITED = _limit_arenas()
 
 
 @contextlib.contextmanager
