@@ -481,7 +481,13 @@ def _pixels(pixel_key, means, mode: str):
 
 
 def decode_means(config: VAEConfig, params, z):
-    """The decoder's pixel means (N, H, W, 1) of latents ``z`` (N, latent)."""
+    """The decoder's pixel means (N, H, W, 1) of latents ``z`` (N, latent).
+
+    Example:
+        >>> config = VAEConfig(image_shape=(8, 8), latent=2, architecture="mlp", hidden=(8,))
+        >>> decode_means(config, init_params(jax.random.key(0), config), jnp.zeros((3, 2))).shape
+        (3, 8, 8, 1)
+    """
     return jax.nn.sigmoid(_model(config, params).decode(jnp.asarray(z)))
 
 
