@@ -276,10 +276,13 @@ def _per_image_loss(model, images, key, chunk=None):
 CPU_CHUNK, CPU_CHUNKS = 16, 16
 
 
+def _conv_on_cpu(config: VAEConfig) -> bool:
+    """The case XLA:CPU's convolutions shape: host loop, runs in turn, chunked batches."""
+    return config.architecture == "conv" and jax.default_backend() == "cpu"
+
+
 def _chunk_size(config: VAEConfig, batch: int) -> int | None:
-    if config.architecture != "conv" or jax.default_backend() != "cpu":
-        return None
-    return max(CPU_CHUNK, -(-batch // CPU_CHUNKS))
+    return max(CPU_CHUNK, -(-batch // CPU_CHUNKS)) if _conv_on_cpu(config) else None
 
 
 def negative_elbo(key, config: VAEConfig, params, images):
@@ -407,7 +410,7 @@ def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weigh
         (3, 2)
     """
     require_choice("loop", loop, TRAIN_LOOPS)
-    conv_on_cpu = config.architecture == "conv" and jax.default_backend() == "cpu"
+    conv_on_cpu = _conv_on_cpu(config)
     if loop == "auto":
         loop = "host" if conv_on_cpu else "scan"
     if batch_runs is None:
