@@ -4,6 +4,7 @@ Runs without PyTorch."""
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from jaxcollapse import ConfigError
 from jaxcollapse.lm.checkpoint import CheckpointError, load_opt, read_config, save_opt
 from jaxcollapse.lm.opt import (
     KVCache,
+    _gradient_boundary,
     OPTConfig,
     OPTForCausalLM,
     functional,
@@ -361,6 +363,35 @@ def test_functional_apply_is_pure_and_differentiable(loaded):
     grads = jax.jit(jax.grad(lambda p: apply(p, ids, mask)[0].mean()))(params)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(np.isfinite(g).all() and np.any(g) for g in jax.tree.leaves(grads))
+
+
+def _largest_fusion_of_a_training_gradient(layers: int) -> int:
+    """Most operands of any fusion XLA builds for the loss gradient of a ``layers``-deep model."""
+    config = OPTConfig(vocab_size=16, hidden_size=16, ffn_dim=16, max_position_embeddings=14, num_attention_heads=2,
+                       num_hidden_layers=layers)
+    apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+    ids = jnp.ones((2, 8), jnp.int32)
+    grad = jax.jit(jax.grad(lambda p, key: apply(p, ids, deterministic=False, dropout_key=key)[0].mean()))
+    text = grad.lower(params, jax.random.key(0)).compile().as_text()
+    fusions = re.findall(r"= \S+ fusion\((.*?)\), kind", text)
+    return max(operands.count("%") for operands in fusions)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the boundary is a CPU-only loop")
+def test_residual_gradient_is_not_fused_into_every_layer():
+    # without the boundary XLA:CPU fuses the residual stream's whole gradient into each
+    # layer's fusions: 52 operands at 2 layers, 175 at 8 (with it: 32 and 32)
+    assert _largest_fusion_of_a_training_gradient(8) == _largest_fusion_of_a_training_gradient(2)
+
+
+def test_gradient_boundary_passes_gradients_unchanged():
+    x = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    loss = lambda f: lambda y: jnp.sum(jnp.sin(f(y)) * jnp.arange(6.0).reshape(2, 3))
+    expected = jax.grad(loss(lambda y: y))(x)
+    np.testing.assert_array_equal(jax.jit(jax.grad(loss(_gradient_boundary)))(x), expected)
+    # a NaN where the loop reads its trip count: zero trips, the same identity
+    nan_first = jax.jit(jax.grad(lambda y: jnp.sum(_gradient_boundary(y) * jnp.array([[jnp.nan, 1, 2], [3, 4, 5]]))))(x)
+    np.testing.assert_array_equal(nan_first, jnp.array([[jnp.nan, 1, 2], [3, 4, 5]]))
 
 
 def test_shapes_dtypes_and_input_errors(loaded):
