@@ -78,6 +78,23 @@ def test_the_loss_in_chunks_equals_the_loss_in_one_pass():
     assert _chunk_size(TINY, 256) is None
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="chunks and the gradient's loop are CPU-only")
+def test_a_chunked_step_sums_its_gradient_once():
+    # the chunks' gradients are summed into a buffer of their own (a loop XLA:CPU keeps:
+    # test_fusion), not recomputed in each of Adam's updates; an unchunked step needs none
+    from jaxcollapse.vae import _host_steps
+
+    def lowered_step(config, rows):
+        init, plan, step = _host_steps(config, TrainConfig(epochs=1, batch_size=32), rows, None)
+        state, epoch_keys = init(jax.random.split(jax.random.key(0), 1))
+        images, weights = jnp.zeros((rows, 8, 8, 1)), jnp.ones(rows)
+        order, step_keys = plan(epoch_keys[:, 0], weights)
+        return step.lower(state, images, weights, order, 0, step_keys[:, 0]).as_text(debug_info=True)
+
+    assert "materialize/while" in lowered_step(VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3), 64)
+    assert "materialize/while" not in lowered_step(TINY, 64)
+
+
 def test_training_lowers_the_loss_and_the_heldout_elbo(digits):
     config = TrainConfig(epochs=12, batch_size=64)
     params, losses = jax.jit(lambda key: train(key, TINY, config, digits))(jax.random.key(0))

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ._fusion import materialize
 from ._validation import ConfigError, require_choice, require_int, require_positive
 from .families.base import Family
 from .heap import keep_freed_memory
@@ -329,6 +330,10 @@ def _trainer(config: VAEConfig, train_config: TrainConfig, rows: int) -> _Traine
         picks = order[jnp.minimum(positions, rows - 1)]
         picked_weights = weights[picks] * (positions < jnp.sum(weights > 0))
         value, grads = jax.value_and_grad(loss)(params, images[picks], picked_weights, key)
+        if chunk is not None:
+            # the gradient is a sum over the chunks, which XLA:CPU would otherwise recompute
+            # in each of Adam's three updates (step 175 -> 161 ms at batch 256, measured)
+            grads = materialize(grads)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         any_valid = jnp.sum(picked_weights) > 0
         new = jax.tree.map(lambda n, o: jnp.where(any_valid, n, o),

@@ -1,0 +1,42 @@
+"""Fusion boundaries: the same values, and a loop that XLA:CPU keeps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcollapse._fusion import gradient_boundary, materialize
+
+WEIGHTS = jnp.arange(6.0).reshape(2, 3)
+
+
+def _loss(boundary):
+    return lambda x: jnp.sum(jnp.sin(boundary(x)) * WEIGHTS)
+
+
+def test_gradient_boundary_passes_values_and_gradients_unchanged():
+    x = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    np.testing.assert_array_equal(jax.jit(gradient_boundary)(x), x)
+    expected = jax.grad(_loss(lambda y: y))(x)
+    np.testing.assert_array_equal(jax.jit(jax.grad(_loss(gradient_boundary)))(x), expected)
+
+
+def test_a_nan_where_the_trip_count_is_read_gives_the_same_identity():
+    weights = jnp.array([[jnp.nan, 1, 2], [3, 4, 5]])
+    grad = jax.jit(jax.grad(lambda y: jnp.sum(gradient_boundary(y) * weights)))(jnp.ones((2, 3)))
+    np.testing.assert_array_equal(grad, weights)
+    tree = {"a": jnp.array([jnp.nan, 1.0]), "b": jnp.arange(3), "empty": jnp.zeros((0,))}
+    out = jax.jit(materialize)(tree)
+    for key in tree:
+        np.testing.assert_array_equal(out[key], tree[key])
+    assert jax.jit(materialize)({}) == {}
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the loop is built on a CPU only")
+def test_the_loop_survives_compilation():
+    def summed_twice(x):
+        total = materialize(jnp.sum(x, axis=0))
+        return total * 2.0, total + 1.0
+
+    text = jax.jit(summed_twice).lower(jnp.ones((16, 8))).compile().as_text()
+    assert text.count(" while(") == 1
