@@ -74,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from _machine import cpu, describe
 from jaxcollapse import keep_freed_memory
 from jaxcollapse.lm.checkpoint import save_opt
 from jaxcollapse.lm.finetune import FinetuneConfig, make_train_step
@@ -442,7 +443,7 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0]
     import torch
 
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+    print(f"{describe()}; jax {jax.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average {load:.2f}",
           flush=True)
     results = []
@@ -457,7 +458,7 @@ def main(argv=None) -> None:
         report(results[-1])
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+            json.dump({"machine": {**cpu(), "python": platform.python_version(),
                                    "jax": jax.__version__, "torch": torch.__version__,
                                    "torch_threads": torch.get_num_threads(),
                                    "load_average_at_start": load},

@@ -38,13 +38,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 
 import jax
 import numpy as np
 
+from _machine import cpu, describe
 from jaxcollapse.images import load_images
 from jaxcollapse.vae import TrainConfig, VAEConfig, parameter_count, train_runs
 
@@ -217,7 +217,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     epochs, repeats = (1, 1) if args.quick else (args.epochs, args.repeats)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+    print(f"{describe()}; jax {jax.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
     results = [benchmark(VAEConfig(), "mnist5k", epochs, repeats, args.runs, args.loop)]
     report(results[0])
@@ -227,7 +227,7 @@ def main(argv=None) -> None:
         report(results[-1])
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"machine": {"cores": os.cpu_count(), "jax": jax.__version__}, "results": results},
+            json.dump({"machine": {**cpu(), "jax": jax.__version__}, "results": results},
                       handle, indent=1)
 
 
