@@ -319,21 +319,25 @@ class OPTDecoderLayer(nnx.Module):
         self.final_layer_norm = _layer_norm(config, rngs, dtype, param_dtype)
 
     def __call__(self, x, allowed, layer_cache, index, key):
+        # gradient boundaries after each layer norm and each block's output: the gradient
+        # there feeds two products (weights and input) and elementwise work (the dropout
+        # mask, the norm's backward), which XLA:CPU otherwise recomputes in every consumer
+        # (training 10-12 % faster for tiny, 6 % for OPT-125m, measured)
         keys = (None, None, None) if key is None else tuple(jax.random.split(key, 3))
         residual = x
         if self.pre_norm:
-            x = self.self_attn_layer_norm(x)
+            x = gradient_boundary(self.self_attn_layer_norm(x))
         x, layer_cache = self.self_attn(x, allowed, layer_cache, index, keys[0])
-        x = residual + _dropout(x, self.dropout, keys[1])
+        x = residual + _dropout(gradient_boundary(x), self.dropout, keys[1])
         if not self.pre_norm:
-            x = self.self_attn_layer_norm(x)
+            x = gradient_boundary(self.self_attn_layer_norm(x))
         residual = x
         if self.pre_norm:
-            x = self.final_layer_norm(x)
-        x = self.fc2(ACTIVATIONS[self.activation_function](self.fc1(x)))
+            x = gradient_boundary(self.final_layer_norm(x))
+        x = gradient_boundary(self.fc2(ACTIVATIONS[self.activation_function](self.fc1(x))))
         x = residual + _dropout(x, self.dropout, keys[2])
         if not self.pre_norm:
-            x = self.final_layer_norm(x)
+            x = gradient_boundary(self.final_layer_norm(x))
         return x, layer_cache
 
 
