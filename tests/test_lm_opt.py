@@ -143,7 +143,7 @@ def test_cache_matches_full_pass_with_left_padding(loaded, name, chunks):
     assert masked_max_abs(logits, full, mask) < 1e-5
     assert masked_max_abs(logits, ref["logits"], mask) < 1e-4
     assert len(traces) == len(set(chunks))  # one compilation per chunk length
-    assert cache.keys.shape == (config.num_hidden_layers, 3, 16, config.num_attention_heads, config.head_dim)
+    assert cache.keys.shape == (config.num_hidden_layers, 3, config.num_attention_heads, 16, config.head_dim)
     assert cache.index.dtype == jnp.int32
     # the slots past the written ones are untouched
     assert not np.any(np.asarray(cache.keys)[:, :, 10:])
@@ -388,7 +388,7 @@ def test_shapes_dtypes_and_input_errors(loaded):
     cache = init_cache(config, 2, 8, dtype=jnp.bfloat16)
     assert isinstance(cache, KVCache)
     assert cache.keys.dtype == cache.values.dtype == jnp.bfloat16 and cache.index.dtype == jnp.int32
-    assert cache.values.shape == (2, 2, 8, 4, 8)
+    assert cache.values.shape == (2, 2, 4, 8, 8)  # (layers, batch, heads, slots, head_dim)
     with pytest.raises(ConfigError, match="max_length must be <= max_position_embeddings"):
         init_cache(config, 1, 65)
     with pytest.raises(ValueError, match="attention_mask must be"):

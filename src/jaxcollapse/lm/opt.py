@@ -215,7 +215,8 @@ PRESETS: dict[str, OPTConfig] = {
 class KVCache(NamedTuple):
     """Keys and values of every layer, for ``max_length`` slots per sequence.
 
-    ``keys`` / ``values``: (layers, batch, max_length, heads, head_dim); ``index``: int32
+    ``keys`` / ``values``: (layers, batch, heads, max_length, head_dim), each head's slots
+    contiguous as the attention products read them; ``index``: int32
     scalar, the number of slots already written (the next call writes ``[index, index + T)``).
     """
 
@@ -229,14 +230,14 @@ def init_cache(config: OPTConfig, batch_size: int, max_length: int, dtype=jnp.fl
 
     >>> cache = init_cache(OPTConfig.preset("tiny"), batch_size=2, max_length=16)
     >>> cache.keys.shape, int(cache.index)
-    ((2, 2, 16, 4, 16), 0)
+    ((2, 2, 4, 16, 16), 0)
     """
     batch_size = require_int("batch_size", batch_size, 1)
     max_length = require_int("max_length", max_length, 1)
     if max_length > config.max_position_embeddings:
         raise ConfigError(f"max_length must be <= max_position_embeddings ({config.max_position_embeddings}); "
                           f"got {max_length}")
-    shape = (config.num_hidden_layers, batch_size, max_length, config.num_attention_heads, config.head_dim)
+    shape = (config.num_hidden_layers, batch_size, config.num_attention_heads, max_length, config.head_dim)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
 
 
@@ -284,23 +285,26 @@ class OPTAttention(nnx.Module):
 
     def __call__(self, x, allowed, layer_cache, index, dropout_key):
         """``allowed`` (B, T, S) says which key slots each query sees; ``layer_cache`` is None
-        or (keys, values) of shape (B, S, heads, head_dim) to write the new ones into."""
+        or ``(keys, values, layer)``: the whole cache's arrays (layers, B, heads, S,
+        head_dim), into whose row ``layer`` the new keys and values are written in place
+        (writing a layer's slice and stacking the layers again copied the whole cache at
+        every decoding step)."""
         batch, length, _ = x.shape
-        split = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim)
-        query = split(self.q_proj(x) * self.head_dim**-0.5)  # HF scales after the projection
-        key, value = split(self.k_proj(x)), split(self.v_proj(x))
+        heads = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        query = heads(self.q_proj(x) * self.head_dim**-0.5)  # HF scales after the projection
+        key, value = heads(self.k_proj(x)), heads(self.v_proj(x))  # (B, heads, T, head_dim)
         if layer_cache is not None:
-            cached_keys, cached_values = layer_cache
-            start = (0, index, 0, 0)
-            key = jax.lax.dynamic_update_slice(cached_keys, key.astype(cached_keys.dtype), start)
-            value = jax.lax.dynamic_update_slice(cached_values, value.astype(cached_values.dtype), start)
-            layer_cache = (key, value)
-        scores = jnp.einsum("bthd,bshd->bhts", query, key.astype(query.dtype)).astype(jnp.float32)
+            all_keys, all_values, layer = layer_cache
+            start = (layer, 0, 0, index, 0)
+            all_keys = jax.lax.dynamic_update_slice(all_keys, key[None].astype(all_keys.dtype), start)
+            all_values = jax.lax.dynamic_update_slice(all_values, value[None].astype(all_values.dtype), start)
+            key, value, layer_cache = all_keys[layer], all_values[layer], (all_keys, all_values)
+        scores = jnp.einsum("bhtd,bhsd->bhts", query, key.astype(query.dtype)).astype(jnp.float32)
         # a large finite negative number, not -inf: fully masked rows (padded queries) stay finite
         scores = jnp.where(allowed[:, None], scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(query.dtype)
         weights = _dropout(weights, self.attention_dropout, dropout_key)
-        out = jnp.einsum("bhts,bshd->bthd", weights, value.astype(query.dtype))
+        out = jnp.einsum("bhts,bhsd->bthd", weights, value.astype(query.dtype))
         return self.out_proj(out.reshape(batch, length, -1)), layer_cache
 
 
@@ -419,7 +423,7 @@ class OPTForCausalLM(nnx.Module):
                 raise ValueError(f"input length {length} exceeds max_position_embeddings "
                                  f"({config.max_position_embeddings})")
         else:
-            slots, index = cache.keys.shape[2], cache.index
+            slots, index = cache.keys.shape[3], cache.index
             if cache.keys.shape[:2] != (config.num_hidden_layers, batch):
                 raise ValueError(f"cache holds (layers, batch) = {cache.keys.shape[:2]}; the model has "
                                  f"{config.num_hidden_layers} layers and input_ids a batch of {batch}")
@@ -451,17 +455,13 @@ class OPTForCausalLM(nnx.Module):
             x = self.project_in(x)
         x = x + self.embed_positions(position_ids.astype(jnp.int32) + POSITION_OFFSET)
 
-        new_keys, new_values = [], []
+        buffers = None if cache is None else (cache.keys, cache.values)
         for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
             key = jax.random.fold_in(dropout_key, i) if use_dropout else None
             # every layer adds to the residual stream's gradient; without a boundary
             # XLA:CPU recomputes the sum over the layers above inside each layer (OPT-125m
             # training: 2.8 s a step without, 2.0-2.1 s with; tiny: 31 against 26 ms)
-            x, layer_cache = layer(gradient_boundary(x), allowed, layer_cache, index, key)
-            if cache is not None:
-                new_keys.append(layer_cache[0])
-                new_values.append(layer_cache[1])
+            x, buffers = layer(gradient_boundary(x), allowed, None if cache is None else (*buffers, i), index, key)
         if head_positions is not None:
             x = x[:, head_positions]
         if self.final_layer_norm is not None:
@@ -470,7 +470,7 @@ class OPTForCausalLM(nnx.Module):
             x = self.project_out(x)
         logits = self.embed_tokens.attend(x)
         if cache is not None:
-            cache = KVCache(jnp.stack(new_keys), jnp.stack(new_values), (cache.index + length).astype(jnp.int32))
+            cache = KVCache(*buffers, (cache.index + length).astype(jnp.int32))
         return logits, cache
 
 
