@@ -21,6 +21,21 @@ def test_gradient_boundary_passes_values_and_gradients_unchanged():
     np.testing.assert_array_equal(jax.jit(jax.grad(_loss(gradient_boundary)))(x), expected)
 
 
+def test_every_transformation_applies():
+    # primitives, not a custom_vjp: forward mode and higher orders work too
+    f = lambda x: jnp.sum(jnp.sin(gradient_boundary(x)) * WEIGHTS)
+    g = lambda x: jnp.sum(jnp.sin(x) * WEIGHTS)
+    x = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    tangent = jnp.ones_like(x)
+    np.testing.assert_allclose(jax.jvp(f, (x,), (tangent,))[1], jax.jvp(g, (x,), (tangent,))[1], rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.hessian(f))(x), jax.hessian(g)(x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jax.vmap(jax.grad(f))(jnp.stack([x, 2 * x])),
+                               jax.vmap(jax.grad(g))(jnp.stack([x, 2 * x])), rtol=1e-6)
+    h = lambda x: jnp.sum(materialize(jnp.sin(x)) * WEIGHTS)
+    np.testing.assert_allclose(jax.jit(jax.grad(h))(x), jax.grad(g)(x), rtol=1e-6)
+    np.testing.assert_allclose(jax.jvp(h, (x,), (tangent,))[1], jax.jvp(g, (x,), (tangent,))[1], rtol=1e-6)
+
+
 def test_a_nan_where_the_trip_count_is_read_gives_the_same_identity():
     weights = jnp.array([[jnp.nan, 1, 2], [3, 4, 5]])
     grad = jax.jit(jax.grad(lambda y: jnp.sum(gradient_boundary(y) * weights)))(jnp.ones((2, 3)))
@@ -40,3 +55,8 @@ def test_the_loop_survives_compilation():
 
     text = jax.jit(summed_twice).lower(jnp.ones((16, 8))).compile().as_text()
     assert text.count(" while(") == 1
+    # the boundary's forward pass is the plain identity; its gradient takes the loop
+    forward = jax.jit(lambda x: jnp.sin(gradient_boundary(x)))
+    backward = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(gradient_boundary(x)))))
+    assert " while(" not in forward.lower(jnp.ones(4)).compile().as_text()
+    assert backward.lower(jnp.ones(4)).compile().as_text().count(" while(") == 1

@@ -91,8 +91,8 @@ def test_a_chunked_step_sums_its_gradient_once():
         order, step_keys = plan(epoch_keys[:, 0], weights)
         return step.lower(state, images, weights, order, 0, step_keys[:, 0]).as_text(debug_info=True)
 
-    assert "materialize/while" in lowered_step(VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3), 64)
-    assert "materialize/while" not in lowered_step(TINY, 64)
+    assert '/materialize"' in lowered_step(VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3), 64)
+    assert '/materialize"' not in lowered_step(TINY, 64)
 
 
 def test_training_lowers_the_loss_and_the_heldout_elbo(digits):

@@ -8,65 +8,72 @@ summed over the layers above, recomputed in every layer; a gradient summed over 
 chunks, recomputed in each of the optimiser's updates. :func:`materialize` writes a value
 to a buffer of its own through the one construct XLA:CPU neither fuses nor removes, a loop;
 :func:`gradient_boundary` does it to the gradient that flows back through a value.
+
+Both are primitives, linear in their argument, so every transformation applies: ``vmap``,
+forward and reverse differentiation to any order (a ``custom_vjp`` would refuse ``jvp``).
+Off the CPU they lower to nothing.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 __all__ = ["materialize", "gradient_boundary"]
 
 
-def _through_loop(tree):
-    """``tree`` after a loop that runs once (or not at all: its trip count reads the first
-    value of one leaf, so a NaN there gives zero trips and the same result). The body's
-    ``where`` keeps XLA from removing the loop as an identity."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return tree
-    first = jnp.ravel(leaves[0])[0] if leaves[0].size else jnp.zeros(())
+def _through_loop(x):
+    """``x`` after a loop that runs once (or not at all: its trip count reads the first
+    value, so a NaN there gives zero trips and the same result). The body's ``where``
+    keeps XLA from removing the loop as an identity."""
+    first = jnp.ravel(x)[0] if x.size else jnp.zeros((), x.dtype)
     trips = (first == first).astype(jnp.int32)
 
     def body(carry):
-        count, values = carry
-        return count + 1, jax.tree.map(lambda v: jnp.where(count < 0, jnp.zeros_like(v), v), values)
+        count, value = carry
+        return count + 1, jnp.where(count < 0, jnp.zeros_like(value), value)
 
-    with jax.named_scope("materialize"):  # names the loop in compiled programs (tests look for it)
-        return jax.lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), tree))[1]
+    return jax.lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), x))[1]
+
+
+def _identity_primitive(name: str) -> Primitive:
+    primitive = Primitive(name)
+    primitive.def_impl(lambda x: x)  # op by op there is nothing to fuse
+    primitive.def_abstract_eval(lambda x: x)
+    batching.defvectorized(primitive)
+    mlir.register_lowering(primitive, lambda ctx, x: [x])
+    return primitive
+
+
+_materialize_p = _identity_primitive("materialize")
+mlir.register_lowering(_materialize_p, mlir.lower_fun(_through_loop, multiple_results=False), platform="cpu")
+ad.deflinear2(_materialize_p, lambda cotangent, _: [_materialize_p.bind(cotangent)])
+
+_gradient_boundary_p = _identity_primitive("gradient_boundary")
+ad.deflinear2(_gradient_boundary_p, lambda cotangent, _: [_materialize_p.bind(cotangent)])
 
 
 def materialize(tree):
-    """``tree`` (a pytree of arrays), computed into buffers of its own on a CPU; the
-    identity elsewhere. Not differentiable (it is meant for gradients and optimiser
-    inputs); see :func:`gradient_boundary` for the forward pass of a model.
+    """``tree`` (a pytree of arrays), each leaf computed into a buffer of its own on a
+    CPU; the identity elsewhere, and for every transformation.
 
     Example:
         >>> import jax.numpy as jnp
         >>> materialize({"w": jnp.arange(3.0)})["w"]
         Array([0., 1., 2.], dtype=float32)
     """
-    return jax.lax.platform_dependent(tree, cpu=_through_loop, default=lambda t: t)
+    return jax.tree.map(lambda leaf: _materialize_p.bind(jnp.asarray(leaf)), tree)
 
 
-@jax.custom_vjp
 def gradient_boundary(x):
-    """The identity, whose gradient is :func:`materialize`-d on the way back.
+    """The identity, whose gradient (the cotangent of reverse differentiation) is
+    :func:`materialize`-d on the way back; its forward pass and tangents are untouched.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> jax.grad(lambda x: jnp.sum(gradient_boundary(x) ** 2))(jnp.arange(3.0))
         Array([0., 2., 4.], dtype=float32)
     """
-    return x
-
-
-def _boundary_forward(x):
-    return x, None
-
-
-def _boundary_backward(_, cotangent):
-    return (materialize(cotangent),)
-
-
-gradient_boundary.defvjp(_boundary_forward, _boundary_backward)
+    return _gradient_boundary_p.bind(jnp.asarray(x))
