@@ -93,3 +93,33 @@ def test_words_never_give_an_infinite_normal_or_a_closed_uniform():
     z = np.asarray(normals_from_words(words, jnp.float32), np.float64)
     assert_z(z.mean(), z.std() / np.sqrt(z.size), 0.0, "normal mean")
     assert stats.kstest(z, "norm").pvalue > 1e-4
+
+
+def test_fused_bernoulli_is_threefry_of_the_element_index():
+    from jax.extend.random import threefry_2x32
+
+    from jaxcollapse._random import fused_bernoulli
+
+    key = jax.random.fold_in(jax.random.key(3), 7)
+    shape = (3, 5, 7)
+    draws = fused_bernoulli(key, 0.9, shape)
+    counter = jnp.arange(105, dtype=jnp.uint32)
+    words = threefry_2x32(jax.random.key_data(key), jnp.concatenate([counter, jnp.zeros(105, jnp.uint32)]))[:105]
+    np.testing.assert_array_equal(draws, (words < jnp.uint32(round(0.9 * 2**32))).reshape(shape))
+    np.testing.assert_array_equal(jax.jit(fused_bernoulli, static_argnums=(1, 2))(key, 0.9, shape), draws)
+    assert bool(jnp.all(fused_bernoulli(key, 1.0, shape))) and not bool(jnp.any(fused_bernoulli(key, 0.0, shape)))
+
+
+@pytest.mark.parametrize("p", [0.9, 0.5, 0.01])
+def test_fused_bernoulli_frequencies_and_independence(p):
+    from jaxcollapse._random import fused_bernoulli
+
+    n = 1 << 20
+    first = np.asarray(fused_bernoulli(jax.random.key(0), p, (256, n // 256)), np.float64).ravel()
+    other = np.asarray(fused_bernoulli(jax.random.key(1), p, (n,)), np.float64)
+    sd = np.sqrt(p * (1 - p))
+    assert abs(first.mean() - p) < 5 * sd / np.sqrt(n)
+    # correlations with the next element, the next row and another key: zero within 5 standard errors
+    for a, b in ((first[:-1], first[1:]), (first[:-4096], first[4096:]), (first, other)):
+        r = np.corrcoef(a, b)[0, 1]
+        assert abs(r) < 5 / np.sqrt(len(a)), r

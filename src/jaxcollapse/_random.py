@@ -26,7 +26,7 @@ import jax.numpy as jnp
 __all__ = [
     "gamma", "gamma_from_draws", "chi_square", "wishart_scatter", "step_words", "uniforms_from_words",
     "normals_from_words", "key_from_words", "threefry_elementwise", "finish_pending_blocks", "WORDS_PER_DRAW",
-    "LANE_BLOCK", "SMALL_BATCH", "batched_lanes",
+    "LANE_BLOCK", "SMALL_BATCH", "batched_lanes", "fused_bernoulli",
 ]
 
 WORDS_PER_DRAW = 4  # two normals and two uniforms; the rare further attempts rehash them
@@ -94,6 +94,39 @@ def threefry_elementwise(key0, key1, count0, count1):
         x0 = x0 + schedule[(block + 1) % 3]
         x1 = x1 + schedule[(block + 2) % 3] + jnp.uint32(block + 1)
     return x0, x1
+
+
+def fused_bernoulli(key, p: float, shape) -> jax.Array:
+    """Bernoulli(``p``) draws of ``shape``: element i is True when the first word of
+    Threefry-2x32 of the counter (i, 0), under the key's two words, is below
+    ``round(p * 2**32)`` (so P(True) equals ``p`` to within 2**-33).
+
+    Elementwise, so XLA fuses the hash into the draws' consumers; ``jax.random.bernoulli``
+    runs Threefry as a loop over whole arrays on a CPU and writes its bits out (7.7 ms for
+    the 1.6 M dropout draws of a training step of the tiny OPT, measured, which the fused
+    draws remove from a 25-28 ms step). A key with other than two words of data, or more
+    than 2**32 - 1 draws, goes to ``jax.random.bernoulli``.
+
+    Example:
+        >>> import jax
+        >>> fused_bernoulli(jax.random.key(0), 0.9, (2, 3)).shape
+        (2, 3)
+    """
+    shape = tuple(shape)
+    size = math.prod(shape)
+    data = jax.random.key_data(key).reshape(-1)
+    if data.shape[0] != 2 or size >= 2**32 or not 0.0 <= p <= 1.0:
+        return jax.random.bernoulli(key, p, shape)
+    # the row-major index from one iota per axis: a reshaped flat iota is not fused
+    counter, stride = jnp.zeros(shape, jnp.uint32), 1
+    for axis in reversed(range(len(shape))):
+        counter = counter + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+        stride *= shape[axis]
+    word = threefry_elementwise(data[0], data[1], counter, jnp.uint32(0))[0]
+    threshold = round(p * 2.0**32)
+    if threshold >= 2**32:
+        return jnp.ones(shape, bool)
+    return word < jnp.uint32(threshold)
 
 
 def _odd_integers(words, dtype):

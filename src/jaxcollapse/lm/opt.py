@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .._fusion import gradient_boundary
+from .._random import fused_bernoulli
 from .._validation import ConfigError, require_choice, require_int, require_positive
 
 __all__ = [
@@ -254,10 +255,12 @@ def positions_from_mask(attention_mask) -> jax.Array:
 
 
 def _dropout(x, rate: float, key):
-    """Inverted dropout (PyTorch's): keep with probability 1 - rate, scale by 1 / (1 - rate)."""
+    """Inverted dropout (PyTorch's): keep with probability 1 - rate, scale by 1 / (1 - rate).
+    The mask is Threefry of each element's index, fused into its consumers
+    (:func:`jaxcollapse._random.fused_bernoulli`)."""
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    keep = fused_bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
