@@ -45,6 +45,11 @@ def test_a_nan_where_the_trip_count_is_read_gives_the_same_identity():
     for key in tree:
         np.testing.assert_array_equal(out[key], tree[key])
     assert jax.jit(materialize)({}) == {}
+    # leaves that are not floating point pass through untouched: integers, keys
+    key = jax.random.key(3)
+    kept = jax.jit(materialize)({"key": key, "bf16": jnp.ones(2, jnp.bfloat16)})
+    np.testing.assert_array_equal(jax.random.key_data(kept["key"]), jax.random.key_data(key))
+    assert kept["bf16"].dtype == jnp.bfloat16
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the loop is built on a CPU only")

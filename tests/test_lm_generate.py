@@ -25,7 +25,7 @@ from jaxcollapse.lm.generate import DecoderFns, GenerationConfig, generate, prom
 FIXTURES = Path(__file__).parent / "fixtures" / "opt"
 
 
-class KVCache(NamedTuple):  # the protocol's layout: (layers, batch, max_length, heads, head_dim)
+class KVCache(NamedTuple):  # these toy decoders' own layout, (layers, batch, max_length, heads, head_dim); the protocol needs batch on axis 1
     keys: jax.Array
     values: jax.Array
     index: jax.Array

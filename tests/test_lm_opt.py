@@ -145,8 +145,9 @@ def test_cache_matches_full_pass_with_left_padding(loaded, name, chunks):
     assert len(traces) == len(set(chunks))  # one compilation per chunk length
     assert cache.keys.shape == (config.num_hidden_layers, 3, config.num_attention_heads, 16, config.head_dim)
     assert cache.index.dtype == jnp.int32
-    # the slots past the written ones are untouched
-    assert not np.any(np.asarray(cache.keys)[:, :, 10:])
+    # the slots past the written ones are untouched, the written ones are not
+    for buffer in (cache.keys, cache.values):
+        assert not np.any(np.asarray(buffer)[:, :, :, 10:]) and np.all(np.any(np.asarray(buffer)[:, :, :, :10], axis=-1))
 
 
 def test_cache_default_positions_follow_the_slot_mask(loaded):
@@ -383,6 +384,21 @@ def test_residual_gradient_is_not_fused_into_every_layer():
     assert _largest_fusion_of_a_training_gradient(8) == _largest_fusion_of_a_training_gradient(2)
 
 
+def test_forward_mode_derivatives_of_the_model(loaded):
+    # the gradient boundaries are linear primitives: jax.jvp goes through the model too,
+    # and forward and reverse mode agree: d/dt f(p + t v) = <grad f(p), v>
+    _, model = loaded["pre_ln"]
+    apply, params = functional(model)
+    ids = jnp.arange(2, 9)[None]
+    weights = jax.random.normal(jax.random.key(0), (1, 7, 128))
+    f = lambda p: jnp.sum(apply(p, ids)[0] * weights)
+    direction = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape, p.dtype), params)
+    _, forward_mode = jax.jit(lambda p, v: jax.jvp(f, (p,), (v,)))(params, direction)
+    gradient = jax.jit(jax.grad(f))(params)
+    reverse_mode = sum(jnp.vdot(g, v) for g, v in zip(jax.tree.leaves(gradient), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(forward_mode, reverse_mode, rtol=1e-4)
+
+
 def test_shapes_dtypes_and_input_errors(loaded):
     config, model = loaded["pre_ln"]
     cache = init_cache(config, 2, 8, dtype=jnp.bfloat16)
@@ -399,8 +415,11 @@ def test_shapes_dtypes_and_input_errors(loaded):
         model(jnp.ones((3,), jnp.int32))
     with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
         model(jnp.ones((1, 65), jnp.int32))
-    with pytest.raises(ValueError, match="cache holds"):
+    with pytest.raises(ValueError, match=r"cache keys and values must be \(layers, batch, heads"):
         model(jnp.ones((3, 1), jnp.int32), cache=cache)
+    old_layout = cache._replace(keys=cache.keys.swapaxes(2, 3), values=cache.values.swapaxes(2, 3))
+    with pytest.raises(ValueError, match=r"got \(2, 2, 8, 4, 8\)"):  # (layers, batch, slots, heads, head_dim)
+        model(jnp.ones((2, 1), jnp.int32), cache=old_layout)
     logits, new = forward(model, jnp.ones((2, 3), jnp.int32), cache=cache)
     assert logits.shape == (2, 3, 128) and logits.dtype == jnp.float32
     assert int(new.index) == 3 and new.keys.dtype == jnp.bfloat16

@@ -56,15 +56,20 @@ ad.deflinear2(_gradient_boundary_p, lambda cotangent, _: [_materialize_p.bind(co
 
 
 def materialize(tree):
-    """``tree`` (a pytree of arrays), each leaf computed into a buffer of its own on a
-    CPU; the identity elsewhere, and for every transformation.
+    """``tree`` (a pytree of arrays), each floating-point leaf computed into a buffer of its
+    own on a CPU; the identity elsewhere, for other leaves (integers, keys) and for every
+    transformation.
 
     Example:
         >>> import jax.numpy as jnp
         >>> materialize({"w": jnp.arange(3.0)})["w"]
         Array([0., 1., 2.], dtype=float32)
     """
-    return jax.tree.map(lambda leaf: _materialize_p.bind(jnp.asarray(leaf)), tree)
+    def leaf_through(leaf):
+        floating = jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+        return _materialize_p.bind(jnp.asarray(leaf)) if floating else leaf
+
+    return jax.tree.map(leaf_through, tree)
 
 
 def gradient_boundary(x):

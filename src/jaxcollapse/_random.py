@@ -104,8 +104,9 @@ def fused_bernoulli(key, p: float, shape) -> jax.Array:
     Elementwise, so XLA fuses the hash into the draws' consumers; ``jax.random.bernoulli``
     runs Threefry as a loop over whole arrays on a CPU and writes its bits out (7.7 ms for
     the 1.6 M dropout draws of a training step of the tiny OPT, measured, which the fused
-    draws remove from a 25-28 ms step). A key with other than two words of data, or more
-    than 2**32 - 1 draws, goes to ``jax.random.bernoulli``.
+    draws remove from a 25-28 ms step). ``p`` is a Python float; a key with other than two
+    words of data, more than 2**32 - 1 draws or ``p`` outside [0, 1] go to
+    ``jax.random.bernoulli``.
 
     Example:
         >>> import jax
@@ -114,8 +115,8 @@ def fused_bernoulli(key, p: float, shape) -> jax.Array:
     """
     shape = tuple(shape)
     size = math.prod(shape)
-    data = jax.random.key_data(key).reshape(-1)
-    if data.shape[0] != 2 or size >= 2**32 or not 0.0 <= p <= 1.0:
+    data = jax.random.key_data(key)
+    if data.shape != (2,) or size >= 2**32 or not 0.0 <= p <= 1.0:
         return jax.random.bernoulli(key, p, shape)
     # the row-major index from one iota per axis: a reshaped flat iota is not fused
     counter, stride = jnp.zeros(shape, jnp.uint32), 1

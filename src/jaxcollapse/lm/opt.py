@@ -291,7 +291,8 @@ class OPTAttention(nnx.Module):
         or ``(keys, values, layer)``: the whole cache's arrays (layers, B, heads, S,
         head_dim), into whose row ``layer`` the new keys and values are written in place
         (writing a layer's slice and stacking the layers again copied the whole cache at
-        every decoding step)."""
+        every decoding step). Returns the output and None or the updated ``(keys,
+        values)``."""
         batch, length, _ = x.shape
         heads = lambda y: y.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         query = heads(self.q_proj(x) * self.head_dim**-0.5)  # HF scales after the projection
@@ -427,9 +428,11 @@ class OPTForCausalLM(nnx.Module):
                                  f"({config.max_position_embeddings})")
         else:
             slots, index = cache.keys.shape[3], cache.index
-            if cache.keys.shape[:2] != (config.num_hidden_layers, batch):
-                raise ValueError(f"cache holds (layers, batch) = {cache.keys.shape[:2]}; the model has "
-                                 f"{config.num_hidden_layers} layers and input_ids a batch of {batch}")
+            expected = (config.num_hidden_layers, batch, config.num_attention_heads, slots, config.head_dim)
+            if cache.keys.shape != expected or cache.values.shape != expected:
+                raise ValueError(f"cache keys and values must be (layers, batch, heads, max_length, head_dim) = "
+                                 f"{expected} for this model and a batch of {batch}; got {cache.keys.shape} "
+                                 f"and {cache.values.shape} (init_cache makes one)")
             if length > slots:
                 raise ValueError(f"input length {length} exceeds the cache's max_length {slots}")
         if attention_mask is None:
