@@ -384,6 +384,18 @@ def test_residual_gradient_is_not_fused_into_every_layer():
     assert _largest_fusion_of_a_training_gradient(8) == _largest_fusion_of_a_training_gradient(2)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the boundary is a CPU-only loop")
+def test_every_layer_has_its_five_gradient_boundaries():
+    # the layer's input, both layer norms' outputs, attention's and the feed-forward block's
+    # outputs: one loop each in the (deterministic) gradient, nothing else loops
+    for layers in (1, 3):
+        config = OPTConfig(vocab_size=16, hidden_size=16, ffn_dim=16, max_position_embeddings=14,
+                           num_attention_heads=2, num_hidden_layers=layers)
+        apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+        grad = jax.jit(jax.grad(lambda p: apply(p, jnp.ones((2, 8), jnp.int32))[0].mean()))
+        assert grad.lower(params).as_text().count("stablehlo.while") == 5 * layers
+
+
 def test_forward_mode_derivatives_of_the_model(loaded):
     # the gradient boundaries are linear primitives: jax.jvp goes through the model too,
     # and forward and reverse mode agree: d/dt f(p + t v) = <grad f(p), v>
