@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
 
 import jax
 
+from _machine import describe
 import jaxcollapse as jc
 from jaxcollapse.discrete import discrete_study
 
@@ -93,7 +93,7 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, nargs="*", default=(100, 10_000), help="M values (default all)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else SIZES
-    print(f"jax {jax.__version__} on {jax.default_backend()}, {platform.processor() or platform.machine()}; "
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {describe()}; "
           f"numpy {np.__version__}")
     print(f"{'K':>6} {'M':>6} {'chains':>7} {'G':>3} | {'np-multi':>10} {'jc-counts':>10} {'jc-data':>10} | "
           f"{'counts/np':>9} {'data/np':>8} | {'compile s':>9} | bytes/chain counts, data")

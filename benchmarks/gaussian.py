@@ -52,6 +52,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jaxcollapse as jc  # noqa: E402
+from _machine import cpu  # noqa: E402
 
 # (chains C, generations G), chosen so each timing lasts roughly 0.5-3 s on a 2-core CPU.
 FULL = {
@@ -263,20 +264,13 @@ def source_revision():
 
 
 def machine_info():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    described = cpu()
     import jaxlib
 
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cpu": described["model"],
+        "cpu_flags": " ".join(described["flags"]),
+        "cores": described["cores"],
         "python": platform.python_version(),
         "jax": jax.__version__,
         "jaxlib": getattr(jaxlib, "__version__", "?"),

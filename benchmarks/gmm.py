@@ -36,6 +36,7 @@ import warnings
 import jax
 import numpy as np
 
+from _machine import cpu
 import jaxcollapse as jc
 from jaxcollapse.gmm import gmm_study
 
@@ -106,7 +107,7 @@ def main():
     if args.json:
         blob = {
             "samples": SAMPLES, "iterations": args.iterations, "generations": generations, "results": rows,
-            "machine": {"python": platform.python_version(), "jax": jax.__version__, "cpu_count": __import__("os").cpu_count(),
+            "machine": {**cpu(), "python": platform.python_version(), "jax": jax.__version__,
                         "backend": jax.default_backend()},
         }
         with open(args.json, "w") as stream:
