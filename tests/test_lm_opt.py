@@ -40,13 +40,17 @@ def loaded():
     return {name: load_opt(FIXTURES / name) for name in NAMES}
 
 
-@pytest.fixture(scope="module")
-def fresh():
+def _square_model(layers: int = 2):
     """A randomly initialised model whose matrices all have one shape (initialising compiles
     a random draw per parameter shape, seconds each on a small CPU)."""
     config = OPTConfig(vocab_size=16, hidden_size=16, ffn_dim=16, max_position_embeddings=14, num_attention_heads=2,
-                       num_hidden_layers=2)
+                       num_hidden_layers=layers)
     return config, OPTForCausalLM(config, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    return _square_model()
 
 
 _JITTED = {}
@@ -367,9 +371,7 @@ def test_functional_apply_is_pure_and_differentiable(loaded):
 
 def _largest_fusion_of_a_training_gradient(layers: int) -> int:
     """Most operands of any fusion XLA builds for the loss gradient of a ``layers``-deep model."""
-    config = OPTConfig(vocab_size=16, hidden_size=16, ffn_dim=16, max_position_embeddings=14, num_attention_heads=2,
-                       num_hidden_layers=layers)
-    apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+    apply, params = functional(_square_model(layers)[1])
     ids = jnp.ones((2, 8), jnp.int32)
     grad = jax.jit(jax.grad(lambda p, key: apply(p, ids, deterministic=False, dropout_key=key)[0].mean()))
     text = grad.lower(params, jax.random.key(0)).compile().as_text()
@@ -389,9 +391,7 @@ def test_every_layer_has_its_five_gradient_boundaries():
     # the layer's input, both layer norms' outputs, attention's and the feed-forward block's
     # outputs: one loop each in the (deterministic) gradient, nothing else loops
     for layers in (1, 3):
-        config = OPTConfig(vocab_size=16, hidden_size=16, ffn_dim=16, max_position_embeddings=14,
-                           num_attention_heads=2, num_hidden_layers=layers)
-        apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+        apply, params = functional(_square_model(layers)[1])
         grad = jax.jit(jax.grad(lambda p: apply(p, jnp.ones((2, 8), jnp.int32))[0].mean()))
         assert grad.lower(params).as_text().count("stablehlo.while") == 5 * layers
 
