@@ -28,28 +28,39 @@ def test_the_papers_architecture_has_its_parameter_count_and_shapes():
     assert generate(jax.random.key(1), config, params, 3).shape == (3, 28, 28, 1)
 
 
-def test_the_phase_forms_of_the_transposed_convolution_equal_flax_conv_transpose():
+def test_the_transposed_convolution_equals_flax_conv_transpose_with_its_gradients():
     from flax import nnx
 
-    from jaxcollapse.vae import MATMUL_PHASE_CHANNELS, _doubling_conv_transpose, _phases_by_convolution, _phases_by_matmul
+    from jaxcollapse.vae import _doubling_conv_transpose
 
-    for channels_in, channels_out, side in ((5, 3, 4), (3, 1, 7), (6, MATMUL_PHASE_CHANNELS // 4, 5)):
+    def reference(x, kernel, bias):  # what nnx.ConvTranspose computes, differentiated by JAX
+        return jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+
+    for channels_in, channels_out, (height, width) in (((5, 3, (4, 4))), (3, 1, (7, 5)), (6, 8, (2, 3))):
         layer = nnx.ConvTranspose(channels_in, channels_out, (4, 4), strides=2, padding=((2, 2), (2, 2)),
                                   rngs=nnx.Rngs(channels_in))
-        layer.bias[...] = layer.bias[...] + 0.5
-        x = jax.random.normal(jax.random.key(side), (2, side, side, channels_in))
+        kernel, bias = layer.kernel[...], layer.bias[...] + 0.5
+        layer.bias[...] = bias
+        x = jax.random.normal(jax.random.key(height), (2, height, width, channels_in))
         expected = layer(x)
-        assert expected.shape == (2, 2 * side, 2 * side, channels_out)
-        for form in (_phases_by_convolution, _phases_by_matmul):
-            np.testing.assert_allclose(form(x, layer.kernel[...]) + layer.bias[...], expected, atol=1e-5)
-        np.testing.assert_allclose(_doubling_conv_transpose(x, layer.kernel[...], layer.bias[...]), expected, atol=1e-5)
-        # the same gradients as well (the matrix form's reason to exist is its backward pass)
+        assert expected.shape == (2, 2 * height, 2 * width, channels_out)
+        np.testing.assert_allclose(reference(x, kernel, bias), expected, atol=1e-5)
+        np.testing.assert_allclose(_doubling_conv_transpose(x, kernel, bias), expected, atol=1e-5)
         cotangent = jax.random.normal(jax.random.key(7), expected.shape)
-        ours = jax.grad(lambda x, k: jnp.sum(_phases_by_matmul(x, k) * cotangent), argnums=(0, 1))(x, layer.kernel[...])
-        theirs = jax.grad(lambda x, k: jnp.sum(_phases_by_convolution(x, k) * cotangent), argnums=(0, 1))(
-            x, layer.kernel[...])
-        for a, b in zip(ours, theirs):
-            np.testing.assert_allclose(a, b, atol=1e-4)
+
+        def gradients(form, x=x, kernel=kernel):
+            return jax.grad(lambda *args: jnp.sum(form(*args) * cotangent), argnums=(0, 1, 2))(x, kernel, bias)
+
+        for ours, theirs in zip(gradients(_doubling_conv_transpose), gradients(reference)):
+            np.testing.assert_allclose(ours, theirs, atol=1e-4)
+        # vmapped over kernels (runs trained at once) and inputs: each slice as alone
+        kernels = jnp.stack([kernel, -2.0 * kernel])
+        xs = jnp.stack([x, x[::-1]])
+        batched = jax.vmap(lambda x, kernel: gradients(_doubling_conv_transpose, x, kernel))(xs, kernels)
+        for run in range(2):
+            for ours, theirs in zip(batched, gradients(reference, xs[run], kernels[run])):
+                np.testing.assert_allclose(ours[run], theirs, atol=1e-4)
 
 
 def test_the_loss_in_chunks_equals_the_loss_in_one_pass():
