@@ -106,6 +106,34 @@ def test_a_chunked_step_sums_its_gradient_once():
     assert '/materialize"' not in lowered_step(TINY, 64)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the compiler options are CPU-only")
+def test_the_cpu_conv_step_compiles_convolutions_outside_ynnpack():
+    import re
+
+    from jaxcollapse.vae import CPU_CONV_COMPILER_OPTIONS, _compiler_options, _host_steps, _trainer
+
+    config, train_config, rows = VAEConfig(), TrainConfig(epochs=1, batch_size=32), 64  # the paper's layers, 2 chunks
+    init, plan, step = _host_steps(config, train_config, rows, None)
+    state, epoch_keys = init(jax.random.split(jax.random.key(0), 1))
+    images, weights = jnp.zeros((rows, 28, 28, 1)), jnp.ones(rows)
+    order, step_keys = plan(epoch_keys[:, 0], weights)
+    arguments = (state, images, weights, order, 0, step_keys[:, 0])
+
+    def ynn_convolutions(text):  # YNNPACK fusions whose body holds a convolution
+        bodies = dict(re.findall(r"^(%\S+) .*?\{\n(.*?)\n\}", text, re.S | re.M))
+        called = re.findall(r"calls=(%[^,\s]+).*__ynn_fusion", text)
+        return sum(" convolution(" in bodies.get(name, "") for name in called)
+
+    assert dict(_compiler_options(config)) == CPU_CONV_COMPILER_OPTIONS
+    assert _compiler_options(TINY) == ()
+    text = step.lower(*arguments).compile().as_text()
+    assert text.count(" convolution(") >= 2 * 7 and ynn_convolutions(text) == 0
+    # XLA's defaults send them to YNNPACK: the check above can tell
+    trainer = _trainer(config, train_config, rows)
+    default = jax.jit(jax.vmap(trainer.step, in_axes=(0, None, None, 0, None, 0))).lower(*arguments).compile()
+    assert ynn_convolutions(default.as_text()) >= 2 * 8
+
+
 def test_training_lowers_the_loss_and_the_heldout_elbo(digits):
     config = TrainConfig(epochs=12, batch_size=64)
     params, losses = jax.jit(lambda key: train(key, TINY, config, digits))(jax.random.key(0))
