@@ -63,26 +63,30 @@ def test_the_transposed_convolution_equals_flax_conv_transpose_with_its_gradient
                 np.testing.assert_allclose(ours[run], theirs, atol=1e-4)
 
 
-def test_the_loss_in_chunks_equals_the_loss_in_one_pass():
-    from flax import nnx
-
-    from jaxcollapse.vae import CPU_CHUNK, CPU_CHUNKS, _chunk_size, _graph, _per_image_loss
+def test_a_step_in_chunks_and_lanes_equals_one_pass(monkeypatch):
+    import jaxcollapse.vae as vae_module
+    from jaxcollapse.vae import CPU_CHUNK, CPU_CHUNKS, _chunk_size
 
     config = VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3)
-    params = init_params(jax.random.key(0), config)
-    images = jax.random.uniform(jax.random.key(1), (7, 8, 8, 1))
+    rows, train_config = 40, TrainConfig(epochs=1, batch_size=40)
+    images = jax.random.uniform(jax.random.key(1), (rows, 8, 8, 1))
+    weights = jnp.ones(rows).at[jnp.array([3, 17, 30])].set(0.0)  # masked rows count for nothing
 
-    def total(params, chunk):
-        losses = _per_image_loss(nnx.merge(_graph(config), params), images, jax.random.key(2), chunk)
-        return jnp.sum(losses * jnp.arange(1.0, 8.0)), losses  # weights tell the rows apart
+    def first_step(chunk):
+        monkeypatch.setattr(vae_module, "_chunk_size", lambda config, batch: chunk)
+        trainer = vae_module._trainer(config, train_config, rows)
+        state, epoch_keys = trainer.init(jax.random.key(0))
+        order, step_keys = trainer.epoch_plan(epoch_keys[0], weights)
+        (_, opt_state), value = jax.jit(trainer.step)(state, images, weights, order, 0, step_keys[0])
+        return value, opt_state[1][0].mu  # Adam's first moment after one step: 0.1 x the gradient
 
-    value_and_grad = jax.jit(jax.value_and_grad(total, has_aux=True), static_argnums=1)
-    (whole, whole_rows), whole_grads = value_and_grad(params, None)
-    for chunk in (3, 7):  # an uneven last chunk; one chunk
-        (value, rows), grads = value_and_grad(params, chunk)
-        np.testing.assert_allclose(rows, whole_rows, rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(whole_grads)):
+    whole_value, whole_gradient = first_step(None)
+    for chunk in (7, 40):  # 6 chunks, the last uneven, 3 in each lane; one chunk
+        value, gradient = first_step(chunk)
+        np.testing.assert_allclose(value, whole_value, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(gradient), jax.tree.leaves(whole_gradient)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    monkeypatch.undo()
     if jax.default_backend() == "cpu":
         assert _chunk_size(config, 256) == max(CPU_CHUNK, 256 // CPU_CHUNKS)
         assert _chunk_size(config, 8 * CPU_CHUNK * CPU_CHUNKS) == 8 * CPU_CHUNK  # never more than CPU_CHUNKS passes

@@ -12,6 +12,10 @@ to a buffer of its own through the one construct XLA:CPU neither fuses nor remov
 Both are primitives, linear in their argument, so every transformation applies: ``vmap``,
 forward and reverse differentiation to any order (a ``custom_vjp`` would refuse ``jvp``).
 Off the CPU they lower to nothing.
+
+The same loop orders work: :func:`after` makes a value wait for others, and
+:func:`value_and_grad_in_lanes` uses it to run a batch's chunks, forward and backward, a
+few at a time, so that the temporaries of a CPU program stay small (see there).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-__all__ = ["materialize", "gradient_boundary"]
+__all__ = ["materialize", "gradient_boundary", "after", "value_and_grad_in_lanes"]
 
 
 def _through_loop(x):
@@ -82,3 +86,66 @@ def gradient_boundary(x):
         Array([0., 2., 4.], dtype=float32)
     """
     return _gradient_boundary_p.bind(jnp.asarray(x))
+
+
+def after(value, dependency):
+    """``value``, available only once every array of ``dependency`` (a pytree) is computed:
+    an edge of the program's schedule that XLA keeps (a loop that carries the value and a
+    scalar of each dependency, and whose trip count reads them, so it is neither removed
+    nor unrolled). Not differentiable in ``value``: meant for data (arrays of numbers).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> after(jnp.arange(3.0), {"g": jnp.ones(2)})
+        Array([0., 1., 2.], dtype=float32)
+    """
+    waits = tuple(jnp.ravel(leaf)[0] for leaf in jax.tree.leaves(dependency) if jnp.size(leaf))
+    if not waits:
+        return value
+    trips = jnp.all(jnp.stack([w == w for w in waits])).astype(jnp.int32)  # a NaN: no trip, same value
+
+    def body(carry):
+        count, current, _ = carry
+        return count + 1, jax.tree.map(lambda v: jnp.where(count < 0, jnp.zeros_like(v), v), current), waits
+
+    return jax.lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), value, waits))[1]
+
+
+def value_and_grad_in_lanes(loss, params, rows, chunk: int, lanes: int):
+    """``jax.value_and_grad(loss)(params, *rows)`` for a loss that is a sum over rows,
+    computed ``chunk`` rows at a time: the value and gradient of each chunk, summed.
+
+    ``rows`` is a tuple of arrays sharing a leading axis; ``loss(params, *chunk_rows)``
+    returns a scalar, and the loss of the whole is the sum of the chunks' (normalise by a
+    constant of the whole batch inside ``loss``). Chunk c goes to lane c mod ``lanes``; in a
+    lane each chunk starts only when the previous one's gradient is done (:func:`after`),
+    so at most ``lanes`` chunks are in flight and their temporaries are all the program
+    holds. Why: XLA:CPU otherwise runs every chunk's forward pass first and keeps all their
+    activations; the conv VAE's step at batch 256 in 16 chunks needed 93 MB of temporaries,
+    which glibc serves by ``mmap`` on XLA's worker threads and unmaps after every call
+    (24,000 page faults a step, 14 % of the CPU time in the kernel). In two lanes it needs
+    19 MB, hardly a fault, and the step ran 13-15 % faster (measured).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.arange(10.0)
+        >>> loss = lambda w, x: jnp.sum((w * x) ** 2)
+        >>> value_and_grad_in_lanes(loss, 2.0, (x,), chunk=3, lanes=2)
+        (Array(1140., dtype=float32), Array(1140., dtype=float32, weak_type=True))
+    """
+    total = len(rows[0])
+    value_and_grad = jax.value_and_grad(loss)
+    values, lane_grads = [], [None] * lanes
+    for index, start in enumerate(range(0, total, chunk)):
+        lane = index % lanes
+        pieces = tuple(array[start:start + chunk] for array in rows)
+        if lane_grads[lane] is not None:
+            pieces = after(pieces, lane_grads[lane])
+        value, grads = value_and_grad(params, *pieces)
+        values.append(value)
+        lane_grads[lane] = grads if lane_grads[lane] is None else jax.tree.map(jnp.add, lane_grads[lane], grads)
+    grads = lane_grads[0]
+    for other in lane_grads[1:]:
+        if other is not None:
+            grads = jax.tree.map(jnp.add, grads, other)
+    return sum(values[1:], values[0]), grads
