@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -145,6 +146,40 @@ def test_finetuning_keeps_the_best_epoch_and_lowers_the_loss():
     assert history["best_epoch"] == best + 1
     assert np.isclose(np.log(after), history["valid_loss"][best], rtol=1e-5)
     assert len(history["train_loss"]) == 4
+
+
+def test_a_training_step_in_chunks_equals_one_pass(monkeypatch):
+    import optax
+    from flax import nnx
+
+    from jaxcollapse.lm import finetune as finetune_module
+    from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM, functional
+
+    config = OPTConfig.preset("tiny", vocab_size=32, max_position_embeddings=64)
+    apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+    blocks = jax.random.randint(jax.random.key(1), (36, 12), 3, 32)
+    weights = jnp.ones(36).at[jnp.array([5, 30])].set(0.0)
+
+    def one_step(chunk_rows, dropout=False):
+        monkeypatch.setattr(finetune_module, "train_chunk_rows", lambda rows: chunk_rows)
+        optimizer = optax.sgd(1.0)  # the new parameters are the old minus the gradient
+        step = finetune_module.make_train_step(apply, optimizer, dropout=dropout)
+        copy = jax.tree.map(jnp.array, params)  # the step donates its inputs
+        new, _, loss = step(copy, optimizer.init(copy), blocks, weights, jax.random.key(2))
+        return loss, new
+
+    whole_loss, whole = one_step(None)
+    for chunk_rows in (18, 13):  # two lanes of one chunk each; three chunks, one waiting, the last uneven
+        loss, new = one_step(chunk_rows)
+        np.testing.assert_allclose(loss, whole_loss, rtol=1e-5)
+        for a, b, p in zip(jax.tree.leaves(new), jax.tree.leaves(whole), jax.tree.leaves(params)):
+            np.testing.assert_allclose(a - p, b - p, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b - p))) + 1e-9)
+    dropped, _ = one_step(18, dropout=True)
+    assert np.isfinite(dropped) and dropped != loss
+    monkeypatch.undo()
+    if jax.default_backend() == "cpu":
+        from jaxcollapse.lm.finetune import train_chunk_rows
+        assert [train_chunk_rows(rows) for rows in (8, 31, 32, 33, 128)] == [None, None, 16, 17, 64]
 
 
 @pytest.mark.parametrize("change, match", [
