@@ -276,7 +276,7 @@ def _noise(key, config: VAEConfig, images):
 # (jaxcollapse._fusion.value_and_grad_in_lanes): each layer's arrays then stay in cache,
 # the two cores work on two chunks, and the temporaries stay small. A batch of 256 in 16
 # chunks trained 1.3-1.5x faster than in one pass (8 and 32 chunks were no better); in two
-# lanes 13-15 % faster again than all chunks at once (measured).
+# lanes 15-18 % faster again than all chunks at once (measured).
 CPU_CHUNK, CPU_CHUNKS, CPU_LANES = 16, 16, 2
 
 
