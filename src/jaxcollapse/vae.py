@@ -432,7 +432,7 @@ def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weigh
     ``"host"`` for the conv architecture on a CPU, ``"scan"`` otherwise. ``batch_runs``:
     vmap the runs into one program (True) or train them one after another (False); None
     means False for the conv architecture on a CPU, where the vmapped convolutions (one
-    kernel per run: grouped convolutions) ran 0.22x as fast as five runs in turn
+    kernel per run: grouped convolutions) ran 0.32x as fast as five runs in turn
     (``benchmarks/vae.py``), True otherwise. ``on_epoch(epoch, losses)`` is called after
     every epoch in the host loop (progress).
 
