@@ -173,6 +173,21 @@ def test_the_host_loop_and_runs_in_turn_equal_the_vmapped_scan(digits):
             np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_vmapped_conv_runs_in_lanes_equal_runs_in_turn():
+    # the chunked CPU step (3 chunks of 16 in two lanes: one chunk waits) under jax.vmap
+    from jaxcollapse.vae import train_runs
+
+    config = VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3)
+    images = jax.random.uniform(jax.random.key(4), (80, 8, 8, 1))
+    keys = jax.random.split(jax.random.key(5), 2)
+    train_config = TrainConfig(epochs=1, batch_size=40)
+    batched = train_runs(keys, config, train_config, images, loop="host", batch_runs=True)
+    in_turn = train_runs(keys, config, train_config, images, loop="host", batch_runs=False)
+    np.testing.assert_allclose(batched[1], in_turn[1], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(batched[0]), jax.tree.leaves(in_turn[0])):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_masked_rows_do_not_train(digits):
     """Rows of weight 0 (a data policy's padding) have no effect: changing their pixels
     changes nothing, and with every row masked the parameters stay at initialisation."""
