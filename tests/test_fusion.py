@@ -80,7 +80,8 @@ def _two_layer_problem(rows=40, width=256, hidden=1024):
 def test_value_and_grad_in_lanes_equals_one_pass():
     params, rows = _two_layer_problem()
     value, grads = jax.value_and_grad(_two_layer_loss)(params, *rows)
-    for chunk, lanes in ((7, 2), (7, 3), (40, 2), (9, 1), (5, 8)):  # uneven last chunks, one chunk, one lane
+    # uneven last chunks, one chunk, one lane, one pass
+    for chunk, lanes in ((7, 2), (7, 3), (40, 2), (9, 1), (5, 8), (None, 2)):
         ours, our_grads = jax.jit(lambda p, *r: value_and_grad_in_lanes(_two_layer_loss, p, r, chunk, lanes))(
             params, *rows)
         np.testing.assert_allclose(ours, value, rtol=1e-5)

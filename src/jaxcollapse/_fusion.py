@@ -28,18 +28,24 @@ from jax.interpreters import ad, batching, mlir
 __all__ = ["materialize", "gradient_boundary", "after", "value_and_grad_in_lanes"]
 
 
-def _through_loop(x):
-    """``x`` after a loop that runs once (or not at all: its trip count reads the first
-    value, so a NaN there gives zero trips and the same result). The body's ``where``
-    keeps XLA from removing the loop as an identity."""
-    first = jnp.ravel(x)[0] if x.size else jnp.zeros((), x.dtype)
-    trips = (first == first).astype(jnp.int32)
+def _loop_once(value, waits, carried=()):
+    """``value`` (a pytree) after a loop that runs once, or not at all when one of the
+    scalars ``waits`` is NaN: the same result either way, and a trip count XLA cannot know,
+    so it neither removes nor unrolls the loop. The body's ``where`` keeps XLA from
+    simplifying the loop away as an identity. ``carried`` go through the loop unchanged
+    (what :func:`after` waits for)."""
+    trips = jnp.all(jnp.stack([w == w for w in waits])).astype(jnp.int32)
 
     def body(carry):
-        count, value = carry
-        return count + 1, jnp.where(count < 0, jnp.zeros_like(value), value)
+        count, current, rest = carry
+        return count + 1, jax.tree.map(lambda v: jnp.where(count < 0, jnp.zeros_like(v), v), current), rest
 
-    return jax.lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), x))[1]
+    return jax.lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), value, carried))[1]
+
+
+def _through_loop(x):
+    """``x`` written to a buffer of its own: a loop whose trip count reads its first value."""
+    return _loop_once(x, (jnp.ravel(x)[0] if x.size else jnp.zeros((), x.dtype),))
 
 
 def _identity_primitive(name: str) -> Primitive:
@@ -100,20 +106,13 @@ def after(value, dependency):
         Array([0., 1., 2.], dtype=float32)
     """
     waits = tuple(jnp.ravel(leaf)[0] for leaf in jax.tree.leaves(dependency) if jnp.size(leaf))
-    if not waits:
-        return value
-    trips = jnp.all(jnp.stack([w == w for w in waits])).astype(jnp.int32)  # a NaN: no trip, same value
-
-    def body(carry):
-        count, current, _ = carry
-        return count + 1, jax.tree.map(lambda v: jnp.where(count < 0, jnp.zeros_like(v), v), current), waits
-
-    return jax.lax.while_loop(lambda carry: carry[0] < trips, body, (jnp.int32(0), value, waits))[1]
+    return _loop_once(value, waits, carried=waits) if waits else value
 
 
-def value_and_grad_in_lanes(loss, params, rows, chunk: int, lanes: int):
+def value_and_grad_in_lanes(loss, params, rows, chunk: int | None, lanes: int):
     """``jax.value_and_grad(loss)(params, *rows)`` for a loss that is a sum over rows,
-    computed ``chunk`` rows at a time: the value and gradient of each chunk, summed.
+    computed ``chunk`` rows at a time: the value and gradient of each chunk, summed
+    (``chunk`` None: one pass, exactly ``jax.value_and_grad``).
 
     ``rows`` is a tuple of arrays sharing a leading axis; ``loss(params, *chunk_rows)``
     returns a scalar, and the loss of the whole is the sum of the chunks' (normalise by a
@@ -135,6 +134,8 @@ def value_and_grad_in_lanes(loss, params, rows, chunk: int, lanes: int):
     """
     total = len(rows[0])
     value_and_grad = jax.value_and_grad(loss)
+    if chunk is None:
+        return value_and_grad(params, *rows)
     values, lane_grads = [], [None] * lanes
     for index, start in enumerate(range(0, total, chunk)):
         lane = index % lanes

@@ -294,17 +294,23 @@ CPU_CONV_COMPILER_OPTIONS = {
 }
 
 
-@functools.lru_cache(maxsize=4)
-def _compiler_options(config: VAEConfig) -> tuple:
-    """:data:`CPU_CONV_COMPILER_OPTIONS` for the conv model on a CPU if this XLA accepts
-    them (an option it does not know fails the compilation), else none; as items."""
-    if not _conv_on_cpu(config):
-        return ()
+@functools.lru_cache(maxsize=1)
+def _xla_accepts_cpu_conv_options() -> bool:
+    """Whether this XLA knows :data:`CPU_CONV_COMPILER_OPTIONS` (an option it does not know
+    fails the compilation); probed once per process."""
     try:
         jax.jit(lambda x: x + 1, compiler_options=CPU_CONV_COMPILER_OPTIONS).lower(1.0).compile()
     except Exception:  # another jaxlib: its own defaults
-        return ()
-    return tuple(CPU_CONV_COMPILER_OPTIONS.items())
+        return False
+    return True
+
+
+def _compiler_options(config: VAEConfig) -> tuple:
+    """:data:`CPU_CONV_COMPILER_OPTIONS` for the conv model on a CPU where XLA accepts them,
+    else none; as items."""
+    if _conv_on_cpu(config) and _xla_accepts_cpu_conv_options():
+        return tuple(CPU_CONV_COMPILER_OPTIONS.items())
+    return ()
 
 
 def _chunk_size(config: VAEConfig, batch: int) -> int | None:
@@ -353,12 +359,10 @@ def _trainer(config: VAEConfig, train_config: TrainConfig, rows: int) -> _Traine
             return jnp.sum(_per_image_loss(nnx.merge(graph, params), images, noise) * weights) / denominator
 
         rows = (picked, _noise(key, config, picked), picked_weights)
-        if chunk is None:
-            return jax.value_and_grad(loss)(params, *rows)
         value, grads = value_and_grad_in_lanes(loss, params, rows, chunk, CPU_LANES)
-        # the gradient is a sum over the chunks, which XLA:CPU would otherwise recompute
-        # in each of Adam's three updates (step 175 -> 161 ms at batch 256, measured)
-        return value, materialize(grads)
+        # a chunked gradient is a sum over the chunks, which XLA:CPU would otherwise
+        # recompute in each of Adam's three updates (step 175 -> 161 ms at batch 256, measured)
+        return value, grads if chunk is None else materialize(grads)
 
     def step(state, images, weights, order, index, key):
         params, opt_state = state
