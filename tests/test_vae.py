@@ -93,18 +93,24 @@ def test_a_step_in_chunks_and_lanes_equals_one_pass(monkeypatch):
     assert _chunk_size(TINY, 256) is None
 
 
+def _first_host_step(config, train_config, rows):
+    """The compiled host-loop step of one run and the arguments of its first call."""
+    from jaxcollapse.vae import _host_steps
+
+    init, plan, step = _host_steps(config, train_config, rows, None)
+    state, epoch_keys = init(jax.random.split(jax.random.key(0), 1))
+    images, weights = jnp.zeros((rows, *config.image_shape, 1)), jnp.ones(rows)
+    order, step_keys = plan(epoch_keys[:, 0], weights)
+    return step, (state, images, weights, order, 0, step_keys[:, 0])
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="chunks and the gradient's loop are CPU-only")
 def test_a_chunked_step_sums_its_gradient_once():
     # the chunks' gradients are summed into a buffer of their own (a loop XLA:CPU keeps:
     # test_fusion), not recomputed in each of Adam's updates; an unchunked step needs none
-    from jaxcollapse.vae import _host_steps
-
     def lowered_step(config, rows):
-        init, plan, step = _host_steps(config, TrainConfig(epochs=1, batch_size=32), rows, None)
-        state, epoch_keys = init(jax.random.split(jax.random.key(0), 1))
-        images, weights = jnp.zeros((rows, 8, 8, 1)), jnp.ones(rows)
-        order, step_keys = plan(epoch_keys[:, 0], weights)
-        return step.lower(state, images, weights, order, 0, step_keys[:, 0]).as_text(debug_info=True)
+        step, arguments = _first_host_step(config, TrainConfig(epochs=1, batch_size=32), rows)
+        return step.lower(*arguments).as_text(debug_info=True)
 
     assert '/materialize"' in lowered_step(VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3), 64)
     assert '/materialize"' not in lowered_step(TINY, 64)
@@ -114,14 +120,10 @@ def test_a_chunked_step_sums_its_gradient_once():
 def test_the_cpu_conv_step_compiles_convolutions_outside_ynnpack():
     import re
 
-    from jaxcollapse.vae import CPU_CONV_COMPILER_OPTIONS, _compiler_options, _host_steps, _trainer
+    from jaxcollapse.vae import CPU_CONV_COMPILER_OPTIONS, _compiler_options, _trainer
 
     config, train_config, rows = VAEConfig(), TrainConfig(epochs=1, batch_size=32), 64  # the paper's layers, 2 chunks
-    init, plan, step = _host_steps(config, train_config, rows, None)
-    state, epoch_keys = init(jax.random.split(jax.random.key(0), 1))
-    images, weights = jnp.zeros((rows, 28, 28, 1)), jnp.ones(rows)
-    order, step_keys = plan(epoch_keys[:, 0], weights)
-    arguments = (state, images, weights, order, 0, step_keys[:, 0])
+    step, arguments = _first_host_step(config, train_config, rows)
 
     def ynn_convolutions(text):  # YNNPACK fusions whose body holds a convolution
         bodies = dict(re.findall(r"^(%\S+) .*?\{\n(.*?)\n\}", text, re.S | re.M))
