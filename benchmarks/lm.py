@@ -11,7 +11,10 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
                jc: ``jaxcollapse.lm.finetune.make_train_step`` (one jitted step, parameters
                and optimiser state donated, the output head at the 63 predicting
                positions) driven from Python as ``finetune`` does, inside
-               ``jaxcollapse.keep_freed_memory()`` as ``finetune`` and ``run_lm`` run;
+               ``jaxcollapse.keep_freed_memory()`` as ``finetune`` and ``run_lm`` run,
+               with JAX's programs run on the calling thread
+               (``jaxcollapse.heap.run_cpu_programs_inline``) as the ``jaxcollapse lm``
+               command runs them (``--async-dispatch``: JAX's default, worker threads);
                torch: ``model(input_ids=blocks, labels=blocks).loss``, backward,
                ``torch.optim.AdamW`` step. ``--steps`` steps per timing.
   generation   **new tokens/s** = prompts x new tokens / seconds (beams not counted): 4
@@ -27,7 +30,8 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
                under ``torch.inference_mode()``.
 
 jc timings exclude compilation (the first call, reported apart, as is torch's first call).
-Every timing is the best of ``--repeats`` rounds, contenders interleaved within a round.
+Every timing is the best of ``--repeats`` rounds, contenders interleaved within a round;
+each round's own jc / torch ratio is printed too (how far one round's ratio moves).
 "cores" is process CPU time / wall time during a timing (XLA:CPU uses its own thread pool
 over every core; torch uses ``torch.get_num_threads()`` threads, printed).
 
@@ -76,6 +80,7 @@ from flax import nnx
 
 from _machine import cpu, describe
 from jaxcollapse import keep_freed_memory
+from jaxcollapse.heap import run_cpu_programs_inline
 from jaxcollapse.lm.checkpoint import save_opt
 from jaxcollapse.lm.finetune import FinetuneConfig, make_train_step
 from jaxcollapse.lm.generate import (
@@ -297,6 +302,9 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
             best = others[kind][name][int(np.argmin(walls[kind][name]))]
             contention[kind][name] = None if best is None else round(best, 2)
 
+    def round_ratios(kind):  # each round's jc / torch: how far a single round's ratio moves
+        return [round(t / j, 3) for j, t in zip(walls[kind]["jc"], walls[kind]["torch"])]
+
     agree = {name: int(np.sum(np.all(outputs[name] == outputs["torch"], axis=1)))
              for name in ("jc", "jc-prefill-all")}
     result = {
@@ -306,6 +314,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                   "tokens_per_second": rates["train"], "seconds": walls["train"], "cores_used": cores["train"],
                   "other_processes_cores": contention["train"],
                   "ratio_jc_over_torch": rates["train"]["jc"] / rates["train"]["torch"],
+                  "round_ratios_jc_over_torch": round_ratios("train"),
                   **({"ratio_jc_full_head_over_torch": rates["train"]["jc-full-head"] / rates["train"]["torch"]}
                      if "jc-full-head" in rates["train"] else {}),
                   **({"ratio_jc_over_torch_kept_heap": rates["train"]["jc"] / rates["train"]["torch-kept-heap"]}
@@ -317,6 +326,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                      "seconds": walls["generate"], "cores_used": cores["generate"],
                      "other_processes_cores": contention["generate"],
                      "ratio_jc_over_torch": rates["generate"]["jc"] / rates["generate"]["torch"],
+                     "round_ratios_jc_over_torch": round_ratios("generate"),
                      "ratio_jc_prefill_all_over_torch":
                          rates["generate"]["jc-prefill-all"] / rates["generate"]["torch"],
                      "rows_identical_to_torch": agree},
@@ -411,6 +421,7 @@ def report(r: dict) -> None:
     if "ratio_jc_over_torch_kept_heap" in t:
         shifted += f";  jc / torch-kept-heap = {t['ratio_jc_over_torch_kept_heap']:.2f}x"
     print(f"    jc / torch = {t['ratio_jc_over_torch']:.2f}x{shifted}")
+    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in t['round_ratios_jc_over_torch'])}")
     print(f"  generation, {g['prompts']} prompts x {g['prompt_length']} tokens, {g['new_tokens']} new tokens, "
           f"{g['beams']} beams, repetition penalty {g['repetition_penalty']}")
     for name, rate in g["new_tokens_per_second"].items():
@@ -419,6 +430,7 @@ def report(r: dict) -> None:
     print(f"    jc / torch = {g['ratio_jc_over_torch']:.2f}x;  jc-prefill-all / torch = "
           f"{g['ratio_jc_prefill_all_over_torch']:.2f}x;  rows identical to torch: {g['rows_identical_to_torch']} "
           f"of {g['prompts']}")
+    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in g['round_ratios_jc_over_torch'])}")
     if "breakdown" in r:
         b = r["breakdown"]
         print("  jc beam search breakdown (s): " + ", ".join(
@@ -438,14 +450,18 @@ def main(argv=None) -> None:
     parser.add_argument("--presets", default="tiny,opt-125m")
     parser.add_argument("--no-breakdown", action="store_true")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--async-dispatch", action="store_true",
+                        help="leave JAX's CPU programs on its worker threads (JAX's default); by default they "
+                             "run on the calling thread, as the `jaxcollapse lm` command runs them")
     args = parser.parse_args(argv)
+    inline = False if args.async_dispatch else run_cpu_programs_inline()  # before any JAX work
     repeats = 1 if args.quick else args.repeats
     load = os.getloadavg()[0]
     import torch
 
     print(f"{describe()}; jax {jax.__version__}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average {load:.2f}",
-          flush=True)
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average {load:.2f}; "
+          f"jax programs {'inline' if inline else 'on worker threads (asynchronous dispatch)'}", flush=True)
     results = []
     for preset in args.presets.split(","):
         batch, new_tokens, calls = SETTINGS[preset]
@@ -461,6 +477,7 @@ def main(argv=None) -> None:
             json.dump({"machine": {**cpu(), "python": platform.python_version(),
                                    "jax": jax.__version__, "torch": torch.__version__,
                                    "torch_threads": torch.get_num_threads(),
+                                   "jax_programs_inline": inline,
                                    "load_average_at_start": load},
                        "results": results}, handle, indent=1)
 

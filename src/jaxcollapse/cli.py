@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from ._validation import ConfigError
+from .heap import run_cpu_programs_inline
 
 __all__ = ["main", "build_parser"]
 
@@ -384,6 +385,9 @@ def _vae(args) -> int:
 def _lm(args) -> int:
     import numpy as np
 
+    # an OPT-125m training step's 814 MB of temporaries from the kept main heap, not mmapped
+    # afresh at every step: 10-17 % faster (jaxcollapse.heap)
+    run_cpu_programs_inline()
     from .lm.runs import PRESETS, LMStudy, run_lm
 
     settings = {}

@@ -26,18 +26,22 @@ threads are also served from the heap. Blocks nest and may be opened from severa
 threads; the settings change only at the outermost entry and exit.
 
 Large models: XLA:CPU runs a program on worker threads, and glibc gives each thread an
-arena of its own whose heaps hold at most 64 MiB; a larger block (the temporaries of a
-training step of OPT-125m: 222 MB) is mmapped whatever ``M_MMAP_MAX`` says and unmapped at
-``free``. Starting Python with ``MALLOC_ARENA_MAX=1`` makes every thread allocate from the
-main heap, which the block keeps: the 12 layers of OPT-125m, forward and backward, went
-from 120,000 page faults and 2.5-3.0 s a call to none and 2.1-2.2 s (measured). It is not
-the default because one arena slowed programs of many small operations: training the tiny
-OPT ran 15-40 % slower in three paired runs, the worker threads contending for the one arena.
-Running programs on the calling thread instead (``jax.config.update(
-"jax_cpu_enable_async_dispatch", False)`` before JAX's first computation) also takes the
-temporaries from the main heap: no page faults in an OPT-125m training step (217,000
-before), 4 % faster, but the tiny OPT 3-4 % slower (measured). Both settings are
-process-wide, so the library leaves them to the user.
+arena of its own whose heaps hold at most 64 MiB; a larger block is mmapped whatever
+``M_MMAP_MAX`` says and unmapped at ``free``. XLA allocates all of a program's
+temporaries as one block (814 MB for a training step of OPT-125m at 8 blocks of 64 tokens),
+so such a step faulted ~199,000 pages in at every call. :func:`run_cpu_programs_inline`
+(JAX's ``jax_cpu_enable_async_dispatch=False``, called before JAX's first computation)
+runs programs on the calling thread, whose allocations come from the main heap that the
+block keeps: the same OPT-125m step went from 2.02-2.20 s and 199,000 faults to 1.82-1.83 s
+and none, and the tiny OPT's step stayed at 21-24 ms (measured, separate processes). The
+setting is process-wide (it also stops JAX from overlapping Python with computation,
+which loops that block on every step, as jaxcollapse's training loops do, never used), so
+the library leaves it to the program: the ``jaxcollapse lm`` command sets it, and so does
+``benchmarks/lm.py``. Starting Python with ``MALLOC_ARENA_MAX=1`` also makes every thread
+allocate from the main heap (the 12 layers of OPT-125m, forward and backward: 120,000
+faults and 2.5-3.0 s a call to none and 2.1-2.2 s), but slowed programs of many small
+operations: the tiny OPT's training 15-40 % in three paired runs, the worker threads
+contending for the one arena.
 
 Example:
     >>> import jax.numpy as jnp
@@ -59,7 +63,7 @@ import threading
 
 from ._validation import ConfigError
 
-__all__ = ["keep_freed_memory", "ENV_SWITCH"]
+__all__ = ["keep_freed_memory", "run_cpu_programs_inline", "ENV_SWITCH"]
 
 ENV_SWITCH = "JAXCOLLAPSE_KEEP_HEAP"  # "0" leaves glibc's allocator settings alone
 
@@ -127,3 +131,26 @@ def keep_freed_memory(retain_bytes: int = RETAIN_BYTES):
                 libc.mallopt(_M_MMAP_THRESHOLD, _ADAPTED_MMAP_THRESHOLD)
                 libc.mallopt(_M_TRIM_THRESHOLD, _ADAPTED_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
+
+
+def run_cpu_programs_inline() -> bool:
+    """Run compiled CPU programs on the calling thread rather than on a JAX worker thread
+    (``jax_cpu_enable_async_dispatch=False``), so that their temporaries come from the main
+    heap, which :func:`keep_freed_memory` keeps (see the module's docstring). Process-wide;
+    JAX reads the setting when it creates its CPU backend, so call this before JAX's first
+    computation. Returns whether programs run inline from now on: False when the backend
+    already exists with asynchronous dispatch (nothing is changed then).
+
+    Example (at the top of a script, before any JAX work):
+        >>> from jaxcollapse.heap import run_cpu_programs_inline
+        >>> inline = run_cpu_programs_inline()  # doctest: +SKIP (it would switch the test process)
+    """
+    import jax
+    from jax._src import xla_bridge  # no public query of whether the backends exist yet
+
+    if not jax.config.read("jax_cpu_enable_async_dispatch"):
+        return True
+    if xla_bridge.backends_are_initialized():
+        return False
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
