@@ -82,6 +82,18 @@ def test_logits_match_pytorch(loaded, name):
     assert masked_max_abs(logits, ref["logits"], ref["attention_mask"]) < 1e-4
 
 
+def test_functional_params_are_plain_arrays_and_apply_is_the_module(loaded):
+    """functional's parameters are a nested dict of arrays (no nnx Variables: a jitted
+    call flattens them in Python at every step), and apply with them is the module."""
+    _, model = loaded["pre_ln"]
+    apply, params = functional(model)
+    assert isinstance(params, dict)
+    assert jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable)) == jax.tree.leaves(params)
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(params))
+    ids = jnp.asarray(reference("pre_ln")["input_ids"])
+    np.testing.assert_array_equal(np.asarray(jax.jit(apply)(params, ids)[0]), np.asarray(jax.jit(lambda i: model(i)[0])(ids)))
+
+
 @pytest.mark.parametrize("name", ["pre_ln", "post_ln_proj"])
 def test_head_positions_are_rows_of_the_full_logits(loaded, name):
     """The head run at some positions gives those rows of the full pass (final layer norm

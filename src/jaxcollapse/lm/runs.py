@@ -246,7 +246,7 @@ def _load_params(folder: Path):
 
     from .checkpoint import load_opt
 
-    return nnx.split(load_opt(folder)[1])[1]
+    return nnx.to_pure_dict(nnx.split(load_opt(folder)[1])[1])
 
 
 # ---------------------------------------------------------------------------- stages
