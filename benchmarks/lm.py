@@ -31,7 +31,11 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
 
 jc timings exclude compilation (the first call, reported apart, as is torch's first call).
 Every timing is the best of ``--repeats`` rounds, contenders interleaved within a round;
-each round's own jc / torch ratio is printed too (how far one round's ratio moves).
+each round's own jc / torch ratio is printed too (how far one round's ratio moves). Each
+timing starts with one untimed step (or call) of its contender, inside the same
+``keep_freed_memory()`` block for jc: a fresh block maps a step's temporaries in afresh
+(814 MB at opt-125m, ~199,000 page faults), which ``finetune`` pays once for all the steps
+of a call, not once every ``--steps`` steps; torch gets the same untimed step.
 "cores" is process CPU time / wall time during a timing (XLA:CPU uses its own thread pool
 over every core; torch uses ``torch.get_num_threads()`` threads, printed).
 
@@ -65,6 +69,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -114,8 +119,9 @@ def _busy_seconds() -> float | None:
 
 
 class Meter:
-    """Wall and process CPU seconds of a block (``with Meter() as m: ...``), and the cores
-    other processes used meanwhile (``others``: contention from outside this benchmark)."""
+    """Wall and process CPU seconds of a block (``with Meter() as m: ...``), the cores other
+    processes used meanwhile (``others``: contention from outside this benchmark) and the
+    process's page faults (``faults``: memory the kernel mapped in afresh)."""
 
     def __enter__(self):
         self.usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -128,8 +134,22 @@ class Meter:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         busy = _busy_seconds()
         self.cpu = usage.ru_utime + usage.ru_stime - self.usage.ru_utime - self.usage.ru_stime
+        self.faults = usage.ru_minflt - self.usage.ru_minflt
         self.others = None if busy is None else max(0.0, (busy - self.busy - self.cpu) / self.wall)
         return False
+
+
+def timing(kept_heap: bool, once, calls: int):
+    """One timing of ``calls`` calls of ``once`` after one untimed call, all inside
+    ``keep_freed_memory()`` when ``kept_heap``: the untimed call maps in the memory that a
+    fresh block (or, for torch, a new round) starts without, as the first step of a
+    ``finetune`` call does once for all its steps. Returns the last result and the Meter."""
+    with keep_freed_memory() if kept_heap else contextlib.nullcontext():
+        once()
+        with Meter() as meter:
+            for _ in range(calls):
+                result = once()
+    return result, meter
 
 
 def block(tree):
@@ -196,34 +216,32 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
         state = {"params": jax.tree.map(jnp.array, params0), "count": 0}  # private copies: the step donates
         state["opt"] = optimizer.init(state["params"])
 
-        def train(n):
-            with keep_freed_memory():  # as finetune runs its steps
-                for i in range(n):
-                    state["count"] += 1
-                    state["params"], state["opt"], loss = step(state["params"], state["opt"],
-                                                               device_batches[i % steps], weights,
-                                                               jax.random.fold_in(train_key, state["count"]))
-                    last = float(loss)  # finetune reads every loss (progress meter)
-            return last
-        return train
+        def train_step():
+            state["count"] += 1
+            state["params"], state["opt"], loss = step(state["params"], state["opt"],
+                                                       device_batches[state["count"] % steps], weights,
+                                                       jax.random.fold_in(train_key, state["count"]))
+            return float(loss)  # finetune reads every loss (progress meter)
+        return train_step
 
-    trainers = {"jc": jc_trainer(make_train_step(apply, optimizer, dropout=True))}
+    # every jc contender runs inside keep_freed_memory, as finetune and run_lm run
+    trainers = {"jc": (True, jc_trainer(make_train_step(apply, optimizer, dropout=True)))}
     if breakdown:
-        trainers["jc-full-head"] = jc_trainer(full_head_train_step(apply, optimizer))
+        trainers["jc-full-head"] = (True, jc_trainer(full_head_train_step(apply, optimizer)))
 
     # ---- PyTorch training
     torch_optimizer = torch.optim.AdamW(torch_train_model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
     torch_batches = [torch.from_numpy(b.astype(np.int64)) for b in batches]
+    torch_count = [0]
 
-    def torch_train(n):
-        for i in range(n):
-            blocks = torch_batches[i % steps]
-            loss = torch_train_model(input_ids=blocks, labels=blocks).loss
-            torch_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch_optimizer.step()
-            last = loss.item()
-        return last
+    def torch_train_step():
+        torch_count[0] += 1
+        blocks = torch_batches[torch_count[0] % steps]
+        loss = torch_train_model(input_ids=blocks, labels=blocks).loss
+        torch_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch_optimizer.step()
+        return loss.item()
 
     # ---- generation
     generation = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, method="beam",
@@ -243,8 +261,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
     outputs = {}
 
     def jc_generate(name):
-        with keep_freed_memory():  # as run_lm generates
-            out = block(generate(fns[name], gen_params, prompt_ids, prompt_mask_j, config=generation))
+        out = block(generate(fns[name], gen_params, prompt_ids, prompt_mask_j, config=generation))
         outputs[name] = np.asarray(out.tokens)
 
     def torch_generate():
@@ -255,52 +272,52 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                                            pad_token_id=config.pad_token_id)
         outputs["torch"] = out[:, PROMPT:].numpy()
 
-    def torch_train_kept_heap(n):
-        with keep_freed_memory():
-            return torch_train(n)
-
-    torch_trainers = {"torch": torch_train}
+    torch_trainers = {"torch": (False, torch_train_step)}
     if breakdown:
-        torch_trainers["torch-kept-heap"] = torch_train_kept_heap
+        torch_trainers["torch-kept-heap"] = (True, torch_train_step)
+    # name -> (inside keep_freed_memory?, one step or call)
     contenders = {
         "train": {**trainers, **torch_trainers},
-        "generate": {**{name: functools.partial(jc_generate, name) for name in fns}, "torch": torch_generate},
+        "generate": {**{name: (True, functools.partial(jc_generate, name)) for name in fns},
+                     "torch": (False, torch_generate)},
     }
 
     # first calls: compilation for jc, allocation / lazy initialisation for torch
     first_call = {}
     for kind, group in contenders.items():
-        for name, run in group.items():
-            with Meter() as meter:
-                run(1) if kind == "train" else run()
+        for name, (kept_heap, once) in group.items():
+            with keep_freed_memory() if kept_heap else contextlib.nullcontext(), Meter() as meter:
+                once()
             first_call[f"{kind}/{name}"] = meter.wall
             print(f"  [{preset}] first call {kind}/{name}: {meter.wall:.1f} s", flush=True)
 
     walls = {kind: {name: [] for name in group} for kind, group in contenders.items()}
     cpus = {kind: {name: [] for name in group} for kind, group in contenders.items()}
     others = {kind: {name: [] for name in group} for kind, group in contenders.items()}
+    faults = {kind: {name: [] for name in group} for kind, group in contenders.items()}
     losses = {}
     for _ in range(repeats):
         for kind, group in contenders.items():
-            for name, run in group.items():
-                with Meter() as meter:
-                    result = run(steps) if kind == "train" else [run() for _ in range(calls)]
+            for name, (kept_heap, once) in group.items():
+                result, meter = timing(kept_heap, once, steps if kind == "train" else calls)
                 walls[kind][name].append(meter.wall if kind == "train" else meter.wall / calls)
                 cpus[kind][name].append(meter.cpu if kind == "train" else meter.cpu / calls)
                 others[kind][name].append(meter.others)
+                faults[kind][name].append(meter.faults)
                 if kind == "train":
                     losses[name] = result
 
     counts = {"train": train_batch * BLOCK * steps, "generate": PROMPTS * new_tokens}  # per timing / per call
-    rates, cores, contention = {}, {}, {}
+    rates, cores, contention, best_faults = {}, {}, {}, {}
     for kind, group in contenders.items():
-        rates[kind], cores[kind], contention[kind] = {}, {}, {}
+        rates[kind], cores[kind], contention[kind], best_faults[kind] = {}, {}, {}, {}
         for name in group:
             wall, used = best_round(walls[kind][name], cpus[kind][name])
             rates[kind][name] = counts[kind] / wall
             cores[kind][name] = round(used, 2)
             best = others[kind][name][int(np.argmin(walls[kind][name]))]
             contention[kind][name] = None if best is None else round(best, 2)
+            best_faults[kind][name] = faults[kind][name][int(np.argmin(walls[kind][name]))]
 
     def round_ratios(kind):  # each round's jc / torch: how far a single round's ratio moves
         return [round(t / j, 3) for j, t in zip(walls[kind]["jc"], walls[kind]["torch"])]
@@ -312,7 +329,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
         "torch_threads": torch.get_num_threads(),
         "train": {"batch": train_batch, "block": BLOCK, "steps_per_timing": steps,
                   "tokens_per_second": rates["train"], "seconds": walls["train"], "cores_used": cores["train"],
-                  "other_processes_cores": contention["train"],
+                  "other_processes_cores": contention["train"], "page_faults": best_faults["train"],
                   "ratio_jc_over_torch": rates["train"]["jc"] / rates["train"]["torch"],
                   "round_ratios_jc_over_torch": round_ratios("train"),
                   **({"ratio_jc_full_head_over_torch": rates["train"]["jc-full-head"] / rates["train"]["torch"]}
@@ -324,7 +341,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                      "calls_per_timing": calls,
                      "repetition_penalty": PENALTY, "new_tokens_per_second": rates["generate"],
                      "seconds": walls["generate"], "cores_used": cores["generate"],
-                     "other_processes_cores": contention["generate"],
+                     "other_processes_cores": contention["generate"], "page_faults": best_faults["generate"],
                      "ratio_jc_over_torch": rates["generate"]["jc"] / rates["generate"]["torch"],
                      "round_ratios_jc_over_torch": round_ratios("generate"),
                      "ratio_jc_prefill_all_over_torch":
@@ -415,7 +432,8 @@ def report(r: dict) -> None:
     print(f"  training, batch {t['batch']} x {t['block']} tokens, {t['steps_per_timing']} steps per timing")
     for name, rate in t["tokens_per_second"].items():
         print(f"    {name:16s} {rate:10.0f} tokens/s   best {min(t['seconds'][name]):7.2f} s   "
-              f"cores {t['cores_used'][name]} (others {t['other_processes_cores'][name]})   first call {r['first_call_seconds']['train/' + name]:6.1f} s")
+              f"cores {t['cores_used'][name]} (others {t['other_processes_cores'][name]})   "
+              f"page faults {t['page_faults'][name]:,}   first call {r['first_call_seconds']['train/' + name]:6.1f} s")
     shifted = (f";  jc-full-head / torch = {t['ratio_jc_full_head_over_torch']:.2f}x"
                if "ratio_jc_full_head_over_torch" in t else "")
     if "ratio_jc_over_torch_kept_heap" in t:
@@ -426,7 +444,8 @@ def report(r: dict) -> None:
           f"{g['beams']} beams, repetition penalty {g['repetition_penalty']}")
     for name, rate in g["new_tokens_per_second"].items():
         print(f"    {name:16s} {rate:10.1f} new tokens/s   best {min(g['seconds'][name]):7.2f} s   "
-              f"cores {g['cores_used'][name]} (others {g['other_processes_cores'][name]})   first call {r['first_call_seconds']['generate/' + name]:6.1f} s")
+              f"cores {g['cores_used'][name]} (others {g['other_processes_cores'][name]})   "
+              f"page faults {g['page_faults'][name]:,}   first call {r['first_call_seconds']['generate/' + name]:6.1f} s")
     print(f"    jc / torch = {g['ratio_jc_over_torch']:.2f}x;  jc-prefill-all / torch = "
           f"{g['ratio_jc_prefill_all_over_torch']:.2f}x;  rows identical to torch: {g['rows_identical_to_torch']} "
           f"of {g['prompts']}")
