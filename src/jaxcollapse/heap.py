@@ -141,9 +141,10 @@ def run_cpu_programs_inline() -> bool:
     computation. Returns whether programs run inline from now on: False when the backend
     already exists with asynchronous dispatch (nothing is changed then).
 
-    Example (at the top of a script, before any JAX work):
+    Example (at the top of a script, before any JAX work; not run as a doctest, where it
+    would switch the test process):
         >>> from jaxcollapse.heap import run_cpu_programs_inline
-        >>> inline = run_cpu_programs_inline()  # doctest: +SKIP (it would switch the test process)
+        >>> inline = run_cpu_programs_inline()  # doctest: +SKIP
     """
     import jax
     from jax._src import xla_bridge  # no public query of whether the backends exist yet

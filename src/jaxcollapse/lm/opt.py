@@ -491,7 +491,8 @@ def functional(model: OPTForCausalLM):
     differentiated with respect to them). ``params`` is a plain nested dict of arrays
     (``nnx.to_pure_dict``): a jitted call flattens its arguments in Python, and an
     ``nnx.State`` of Variables took ~10 times longer (5-7 % of a tiny training step,
-    measured). ``deterministic`` is structural: mark it static (``jax.jit(apply, static_argnames="deterministic")``) or close over it.
+    measured). ``deterministic`` is structural: mark it static
+    (``jax.jit(apply, static_argnames="deterministic")``) or close over it.
 
     >>> config = OPTConfig.preset("tiny", vocab_size=64)
     >>> apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
