@@ -179,8 +179,9 @@ def reorder_only_to_expand(cache, indices):
 
 
 def best_round(walls, cpus):
+    """(index, wall seconds, cores used) of the fastest round."""
     i = int(np.argmin(walls))
-    return walls[i], cpus[i] / walls[i]
+    return i, walls[i], cpus[i] / walls[i]
 
 
 def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls: int, repeats: int,
@@ -312,12 +313,12 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
     for kind, group in contenders.items():
         rates[kind], cores[kind], contention[kind], best_faults[kind] = {}, {}, {}, {}
         for name in group:
-            wall, used = best_round(walls[kind][name], cpus[kind][name])
+            best_index, wall, used = best_round(walls[kind][name], cpus[kind][name])
             rates[kind][name] = counts[kind] / wall
             cores[kind][name] = round(used, 2)
-            best = others[kind][name][int(np.argmin(walls[kind][name]))]
+            best = others[kind][name][best_index]
             contention[kind][name] = None if best is None else round(best, 2)
-            best_faults[kind][name] = faults[kind][name][int(np.argmin(walls[kind][name]))]
+            best_faults[kind][name] = faults[kind][name][best_index]
 
     def round_ratios(kind):  # each round's jc / torch: how far a single round's ratio moves
         return [round(t / j, 3) for j, t in zip(walls[kind]["jc"], walls[kind]["torch"])]
