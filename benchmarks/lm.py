@@ -31,7 +31,10 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
 
 jc timings exclude compilation (the first call, reported apart, as is torch's first call).
 Every timing is the best of ``--repeats`` rounds, contenders interleaved within a round;
-each round's own jc / torch ratio is printed too (how far one round's ratio moves). Each
+each round's own jc / torch ratio is printed too, with their median (contenders timed back
+to back in a round share the machine's state, so the median of those ratios is the figure
+least moved by the machine's drift between rounds; the ratio of bests can pair a fast
+moment of one contender with a slow one of the other). Each
 timing starts with one untimed step (or call) of its contender, inside the same
 ``keep_freed_memory()`` block for jc: a fresh block maps a step's temporaries in afresh
 (814 MB at opt-125m, ~199,000 page faults), which ``finetune`` pays once for all the steps
@@ -333,6 +336,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                   "other_processes_cores": contention["train"], "page_faults": best_faults["train"],
                   "ratio_jc_over_torch": rates["train"]["jc"] / rates["train"]["torch"],
                   "round_ratios_jc_over_torch": round_ratios("train"),
+                  "median_round_ratio_jc_over_torch": float(np.median(round_ratios("train"))),
                   **({"ratio_jc_full_head_over_torch": rates["train"]["jc-full-head"] / rates["train"]["torch"]}
                      if "jc-full-head" in rates["train"] else {}),
                   **({"ratio_jc_over_torch_kept_heap": rates["train"]["jc"] / rates["train"]["torch-kept-heap"]}
@@ -345,6 +349,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                      "other_processes_cores": contention["generate"], "page_faults": best_faults["generate"],
                      "ratio_jc_over_torch": rates["generate"]["jc"] / rates["generate"]["torch"],
                      "round_ratios_jc_over_torch": round_ratios("generate"),
+                     "median_round_ratio_jc_over_torch": float(np.median(round_ratios("generate"))),
                      "ratio_jc_prefill_all_over_torch":
                          rates["generate"]["jc-prefill-all"] / rates["generate"]["torch"],
                      "rows_identical_to_torch": agree},
@@ -440,7 +445,8 @@ def report(r: dict) -> None:
     if "ratio_jc_over_torch_kept_heap" in t:
         shifted += f";  jc / torch-kept-heap = {t['ratio_jc_over_torch_kept_heap']:.2f}x"
     print(f"    jc / torch = {t['ratio_jc_over_torch']:.2f}x{shifted}")
-    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in t['round_ratios_jc_over_torch'])}")
+    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in t['round_ratios_jc_over_torch'])} "
+          f"(median {t['median_round_ratio_jc_over_torch']:.2f}x)")
     print(f"  generation, {g['prompts']} prompts x {g['prompt_length']} tokens, {g['new_tokens']} new tokens, "
           f"{g['beams']} beams, repetition penalty {g['repetition_penalty']}")
     for name, rate in g["new_tokens_per_second"].items():
@@ -450,7 +456,8 @@ def report(r: dict) -> None:
     print(f"    jc / torch = {g['ratio_jc_over_torch']:.2f}x;  jc-prefill-all / torch = "
           f"{g['ratio_jc_prefill_all_over_torch']:.2f}x;  rows identical to torch: {g['rows_identical_to_torch']} "
           f"of {g['prompts']}")
-    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in g['round_ratios_jc_over_torch'])}")
+    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in g['round_ratios_jc_over_torch'])} "
+          f"(median {g['median_round_ratio_jc_over_torch']:.2f}x)")
     if "breakdown" in r:
         b = r["breakdown"]
         print("  jc beam search breakdown (s): " + ", ".join(
