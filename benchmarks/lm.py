@@ -31,10 +31,11 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
 
 jc timings exclude compilation (the first call, reported apart, as is torch's first call).
 Every timing is the best of ``--repeats`` rounds, contenders interleaved within a round;
-each round's own jc / torch ratio is printed too, with their median (contenders timed back
-to back in a round share the machine's state, so the median of those ratios is the figure
-least moved by the machine's drift between rounds; the ratio of bests can pair a fast
-moment of one contender with a slow one of the other). Each
+each round's own jc / torch ratio is printed too, with their median and their mean +- its
+standard error (contenders timed back to back in a round share the machine's state, so
+the per-round ratios are paired comparisons, the least moved by the machine's drift
+between rounds; the ratio of bests can pair a fast moment of one contender with a slow
+one of the other). Each
 timing starts with one untimed step (or call) of its contender, inside the same
 ``keep_freed_memory()`` block for jc: a fresh block maps a step's temporaries in afresh
 (814 MB at opt-125m, ~199,000 page faults), which ``finetune`` pays once for all the steps
@@ -323,8 +324,13 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
             contention[kind][name] = None if best is None else round(best, 2)
             best_faults[kind][name] = faults[kind][name][best_index]
 
-    def round_ratios(kind):  # each round's jc / torch: how far a single round's ratio moves
-        return [round(t / j, 3) for j, t in zip(walls[kind]["jc"], walls[kind]["torch"])]
+    def round_ratio_summary(kind):
+        ratios = np.array([t / j for j, t in zip(walls[kind]["jc"], walls[kind]["torch"])])
+        spread = float(np.std(ratios, ddof=1) / np.sqrt(len(ratios))) if len(ratios) > 1 else None
+        return {"round_ratios_jc_over_torch": [round(float(x), 3) for x in ratios],
+                "median_round_ratio_jc_over_torch": float(np.median(ratios)),
+                "mean_round_ratio_jc_over_torch": float(np.mean(ratios)),
+                "mean_round_ratio_standard_error": spread}
 
     agree = {name: int(np.sum(np.all(outputs[name] == outputs["torch"], axis=1)))
              for name in ("jc", "jc-prefill-all")}
@@ -335,8 +341,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                   "tokens_per_second": rates["train"], "seconds": walls["train"], "cores_used": cores["train"],
                   "other_processes_cores": contention["train"], "page_faults": best_faults["train"],
                   "ratio_jc_over_torch": rates["train"]["jc"] / rates["train"]["torch"],
-                  "round_ratios_jc_over_torch": round_ratios("train"),
-                  "median_round_ratio_jc_over_torch": float(np.median(round_ratios("train"))),
+                  **round_ratio_summary("train"),
                   **({"ratio_jc_full_head_over_torch": rates["train"]["jc-full-head"] / rates["train"]["torch"]}
                      if "jc-full-head" in rates["train"] else {}),
                   **({"ratio_jc_over_torch_kept_heap": rates["train"]["jc"] / rates["train"]["torch-kept-heap"]}
@@ -348,8 +353,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
                      "seconds": walls["generate"], "cores_used": cores["generate"],
                      "other_processes_cores": contention["generate"], "page_faults": best_faults["generate"],
                      "ratio_jc_over_torch": rates["generate"]["jc"] / rates["generate"]["torch"],
-                     "round_ratios_jc_over_torch": round_ratios("generate"),
-                     "median_round_ratio_jc_over_torch": float(np.median(round_ratios("generate"))),
+                     **round_ratio_summary("generate"),
                      "ratio_jc_prefill_all_over_torch":
                          rates["generate"]["jc-prefill-all"] / rates["generate"]["torch"],
                      "rows_identical_to_torch": agree},
@@ -431,6 +435,12 @@ def generation_breakdown(config, apply, params, fns, prompt_ids, prompt_mask, ne
     return out
 
 
+def _mean_and_error(group: dict) -> str:
+    error = group["mean_round_ratio_standard_error"]
+    mean = group["mean_round_ratio_jc_over_torch"]
+    return f"{mean:.3f}x" + ("" if error is None else f" +- {error:.3f}")
+
+
 def report(r: dict) -> None:
     t, g = r["train"], r["generate"]
     print(f"\n{r['preset']}: {r['parameters']:,} parameters, vocab {r['vocab_size']}, torch threads "
@@ -446,7 +456,7 @@ def report(r: dict) -> None:
         shifted += f";  jc / torch-kept-heap = {t['ratio_jc_over_torch_kept_heap']:.2f}x"
     print(f"    jc / torch = {t['ratio_jc_over_torch']:.2f}x{shifted}")
     print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in t['round_ratios_jc_over_torch'])} "
-          f"(median {t['median_round_ratio_jc_over_torch']:.2f}x)")
+          f"(median {t['median_round_ratio_jc_over_torch']:.2f}x, mean {_mean_and_error(t)})")
     print(f"  generation, {g['prompts']} prompts x {g['prompt_length']} tokens, {g['new_tokens']} new tokens, "
           f"{g['beams']} beams, repetition penalty {g['repetition_penalty']}")
     for name, rate in g["new_tokens_per_second"].items():
@@ -457,7 +467,7 @@ def report(r: dict) -> None:
           f"{g['ratio_jc_prefill_all_over_torch']:.2f}x;  rows identical to torch: {g['rows_identical_to_torch']} "
           f"of {g['prompts']}")
     print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in g['round_ratios_jc_over_torch'])} "
-          f"(median {g['median_round_ratio_jc_over_torch']:.2f}x)")
+          f"(median {g['median_round_ratio_jc_over_torch']:.2f}x, mean {_mean_and_error(g)})")
     if "breakdown" in r:
         b = r["breakdown"]
         print("  jc beam search breakdown (s): " + ", ".join(
