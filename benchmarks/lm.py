@@ -32,14 +32,13 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
 jc timings exclude compilation (the first call, reported apart, as is torch's first call).
 Every timing is the best of ``--repeats`` rounds, contenders interleaved within a round;
 each round's own jc / torch ratio is printed too, with their median and their mean +- its
-standard error (contenders timed back to back in a round share the machine's state, so
-the per-round ratios are paired comparisons, the least moved by the machine's drift
-between rounds; the ratio of bests can pair a fast moment of one contender with a slow
-one of the other). Each
-timing starts with one untimed step (or call) of its contender, inside the same
-``keep_freed_memory()`` block for jc: a fresh block maps a step's temporaries in afresh
-(814 MB at opt-125m, ~199,000 page faults), which ``finetune`` pays once for all the steps
-of a call, not once every ``--steps`` steps; torch gets the same untimed step.
+standard error (contenders timed back to back in a round share the machine's state, so the
+per-round ratios are paired comparisons, the least moved by the machine's drift between
+rounds; the ratio of bests can pair a fast moment of one contender with a slow one of the
+other). Each timing starts with one untimed step (or call) of its contender, inside the
+same ``keep_freed_memory()`` block for jc: a fresh block maps a step's temporaries in
+afresh (814 MB at opt-125m, ~199,000 page faults), which ``finetune`` pays once for all
+the steps of a call, not once every ``--steps`` steps; torch gets the same untimed step.
 "cores" is process CPU time / wall time during a timing (XLA:CPU uses its own thread pool
 over every core; torch uses ``torch.get_num_threads()`` threads, printed).
 
