@@ -142,12 +142,17 @@ class Meter:
         return False
 
 
+def heap(kept_heap: bool):
+    """``keep_freed_memory()`` for a contender that runs inside it, else nothing."""
+    return keep_freed_memory() if kept_heap else contextlib.nullcontext()
+
+
 def timing(kept_heap: bool, once, calls: int):
     """One timing of ``calls`` calls of ``once`` after one untimed call, all inside
     ``keep_freed_memory()`` when ``kept_heap``: the untimed call maps in the memory that a
     fresh block (or, for torch, a new round) starts without, as the first step of a
     ``finetune`` call does once for all its steps. Returns the last result and the Meter."""
-    with keep_freed_memory() if kept_heap else contextlib.nullcontext():
+    with heap(kept_heap):
         once()
         with Meter() as meter:
             for _ in range(calls):
@@ -181,10 +186,9 @@ def reorder_only_to_expand(cache, indices):
     return cache
 
 
-def best_round(walls, cpus):
-    """(index, wall seconds, cores used) of the fastest round."""
-    i = int(np.argmin(walls))
-    return i, walls[i], cpus[i] / walls[i]
+def best_round(meters):
+    """The Meter of the fastest round."""
+    return min(meters, key=lambda meter: meter.wall)
 
 
 def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls: int, repeats: int,
@@ -290,38 +294,35 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
     first_call = {}
     for kind, group in contenders.items():
         for name, (kept_heap, once) in group.items():
-            with keep_freed_memory() if kept_heap else contextlib.nullcontext(), Meter() as meter:
+            with heap(kept_heap), Meter() as meter:
                 once()
             first_call[f"{kind}/{name}"] = meter.wall
             print(f"  [{preset}] first call {kind}/{name}: {meter.wall:.1f} s", flush=True)
 
-    walls = {kind: {name: [] for name in group} for kind, group in contenders.items()}
-    cpus = {kind: {name: [] for name in group} for kind, group in contenders.items()}
-    others = {kind: {name: [] for name in group} for kind, group in contenders.items()}
-    faults = {kind: {name: [] for name in group} for kind, group in contenders.items()}
+    meters = {kind: {name: [] for name in group} for kind, group in contenders.items()}
     losses = {}
     for _ in range(repeats):
         for kind, group in contenders.items():
             for name, (kept_heap, once) in group.items():
                 result, meter = timing(kept_heap, once, steps if kind == "train" else calls)
-                walls[kind][name].append(meter.wall if kind == "train" else meter.wall / calls)
-                cpus[kind][name].append(meter.cpu if kind == "train" else meter.cpu / calls)
-                others[kind][name].append(meter.others)
-                faults[kind][name].append(meter.faults)
+                meters[kind][name].append(meter)
                 if kind == "train":
                     losses[name] = result
 
-    counts = {"train": train_batch * BLOCK * steps, "generate": PROMPTS * new_tokens}  # per timing / per call
+    # seconds per timing (train) or per call (generate), and what they count
+    per = {"train": 1, "generate": calls}
+    counts = {"train": train_batch * BLOCK * steps, "generate": PROMPTS * new_tokens}
+    walls = {kind: {name: [meter.wall / per[kind] for meter in runs] for name, runs in group.items()}
+             for kind, group in meters.items()}
     rates, cores, contention, best_faults = {}, {}, {}, {}
-    for kind, group in contenders.items():
+    for kind, group in meters.items():
         rates[kind], cores[kind], contention[kind], best_faults[kind] = {}, {}, {}, {}
-        for name in group:
-            best_index, wall, used = best_round(walls[kind][name], cpus[kind][name])
-            rates[kind][name] = counts[kind] / wall
-            cores[kind][name] = round(used, 2)
-            best = others[kind][name][best_index]
-            contention[kind][name] = None if best is None else round(best, 2)
-            best_faults[kind][name] = faults[kind][name][best_index]
+        for name, runs in group.items():
+            best = best_round(runs)
+            rates[kind][name] = counts[kind] * per[kind] / best.wall
+            cores[kind][name] = round(best.cpu / best.wall, 2)
+            contention[kind][name] = None if best.others is None else round(best.others, 2)
+            best_faults[kind][name] = best.faults
 
     def round_ratio_summary(kind):
         ratios = np.array([t / j for j, t in zip(walls[kind]["jc"], walls[kind]["torch"])])
@@ -434,10 +435,18 @@ def generation_breakdown(config, apply, params, fns, prompt_ids, prompt_mask, ne
     return out
 
 
-def _mean_and_error(group: dict) -> str:
+def _report_contenders(group: dict, rate_key: str, unit: str, rate_format: str, kind: str, first_call: dict) -> None:
+    for name, rate in group[rate_key].items():
+        print(f"    {name:16s} {rate:10{rate_format}} {unit}   best {min(group['seconds'][name]):7.2f} s   "
+              f"cores {group['cores_used'][name]} (others {group['other_processes_cores'][name]})   "
+              f"page faults {group['page_faults'][name]:,}   first call {first_call[f'{kind}/{name}']:6.1f} s")
+
+
+def _report_rounds(group: dict) -> None:
     error = group["mean_round_ratio_standard_error"]
-    mean = group["mean_round_ratio_jc_over_torch"]
-    return f"{mean:.3f}x" + ("" if error is None else f" +- {error:.3f}")
+    mean = f"{group['mean_round_ratio_jc_over_torch']:.3f}x" + ("" if error is None else f" +- {error:.3f}")
+    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in group['round_ratios_jc_over_torch'])} "
+          f"(median {group['median_round_ratio_jc_over_torch']:.2f}x, mean {mean})")
 
 
 def report(r: dict) -> None:
@@ -445,28 +454,20 @@ def report(r: dict) -> None:
     print(f"\n{r['preset']}: {r['parameters']:,} parameters, vocab {r['vocab_size']}, torch threads "
           f"{r['torch_threads']}, jax {jax.__version__}")
     print(f"  training, batch {t['batch']} x {t['block']} tokens, {t['steps_per_timing']} steps per timing")
-    for name, rate in t["tokens_per_second"].items():
-        print(f"    {name:16s} {rate:10.0f} tokens/s   best {min(t['seconds'][name]):7.2f} s   "
-              f"cores {t['cores_used'][name]} (others {t['other_processes_cores'][name]})   "
-              f"page faults {t['page_faults'][name]:,}   first call {r['first_call_seconds']['train/' + name]:6.1f} s")
+    _report_contenders(t, "tokens_per_second", "tokens/s", ".0f", "train", r["first_call_seconds"])
     shifted = (f";  jc-full-head / torch = {t['ratio_jc_full_head_over_torch']:.2f}x"
                if "ratio_jc_full_head_over_torch" in t else "")
     if "ratio_jc_over_torch_kept_heap" in t:
         shifted += f";  jc / torch-kept-heap = {t['ratio_jc_over_torch_kept_heap']:.2f}x"
     print(f"    jc / torch = {t['ratio_jc_over_torch']:.2f}x{shifted}")
-    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in t['round_ratios_jc_over_torch'])} "
-          f"(median {t['median_round_ratio_jc_over_torch']:.2f}x, mean {_mean_and_error(t)})")
+    _report_rounds(t)
     print(f"  generation, {g['prompts']} prompts x {g['prompt_length']} tokens, {g['new_tokens']} new tokens, "
           f"{g['beams']} beams, repetition penalty {g['repetition_penalty']}")
-    for name, rate in g["new_tokens_per_second"].items():
-        print(f"    {name:16s} {rate:10.1f} new tokens/s   best {min(g['seconds'][name]):7.2f} s   "
-              f"cores {g['cores_used'][name]} (others {g['other_processes_cores'][name]})   "
-              f"page faults {g['page_faults'][name]:,}   first call {r['first_call_seconds']['generate/' + name]:6.1f} s")
+    _report_contenders(g, "new_tokens_per_second", "new tokens/s", ".1f", "generate", r["first_call_seconds"])
     print(f"    jc / torch = {g['ratio_jc_over_torch']:.2f}x;  jc-prefill-all / torch = "
           f"{g['ratio_jc_prefill_all_over_torch']:.2f}x;  rows identical to torch: {g['rows_identical_to_torch']} "
           f"of {g['prompts']}")
-    print(f"    jc / torch in each round: {', '.join(f'{x:.2f}x' for x in g['round_ratios_jc_over_torch'])} "
-          f"(median {g['median_round_ratio_jc_over_torch']:.2f}x, mean {_mean_and_error(g)})")
+    _report_rounds(g)
     if "breakdown" in r:
         b = r["breakdown"]
         print("  jc beam search breakdown (s): " + ", ".join(
