@@ -242,11 +242,9 @@ def _save_model(folder: Path, setup: _Setup, params) -> None:
 
 
 def _load_params(folder: Path):
-    from flax import nnx
-
     from .checkpoint import load_opt
 
-    return nnx.to_pure_dict(nnx.split(load_opt(folder)[1])[1])
+    return functional(load_opt(folder)[1])[1]  # the same parameter tree as the setup's
 
 
 # ---------------------------------------------------------------------------- stages
