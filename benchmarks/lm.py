@@ -90,7 +90,7 @@ from _machine import cpu, describe
 from jaxcollapse import keep_freed_memory
 from jaxcollapse.heap import run_cpu_programs_inline
 from jaxcollapse.lm.checkpoint import save_opt
-from jaxcollapse.lm.finetune import FinetuneConfig, make_train_step
+from jaxcollapse.lm.finetune import FinetuneConfig, make_train_step, training_apply
 from jaxcollapse.lm.generate import (
     DecoderFns,
     GenerationConfig,
@@ -170,8 +170,10 @@ def full_head_train_step(apply, optimizer):
     positions, then a log-softmax sliced to the L - 1 predicting ones and a gather (what the
     library did before ``head_positions``). Same loss value, same update."""
 
+    train_apply = training_apply(apply)  # the CPU trainer's gradient boundaries, as make_train_step's
+
     def nll(params, blocks, key):
-        logits, _ = apply(params, blocks, None, None, None, deterministic=False, dropout_key=key)
+        logits, _ = train_apply(params, blocks, None, None, None, deterministic=False, dropout_key=key)
         log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
         return -jnp.sum(jnp.take_along_axis(log_probs, blocks[:, 1:, None], axis=-1)[..., 0], axis=-1)
 

@@ -11,7 +11,7 @@ Throughput is **images per second of training** (forward, backward, optimiser st
                   (``torch.optim.Adam(weight_decay=1e-5)``), batch and epoch rule, trained
                   with the usual Python loop over minibatches; ``torch.get_num_threads()``
                   threads (printed);
-  jc              ``jaxcollapse.vae.train_runs`` for one run, ``loop="auto"``: for the conv
+  jc              ``jaxcollapse.vae_train.train_runs`` for one run, ``loop="auto"``: for the conv
                   model on a CPU one jitted training step driven from Python (XLA:CPU runs
                   convolutions inside a ``lax.scan`` about 20x slower); the first call,
                   which compiles, is not timed;
@@ -46,7 +46,8 @@ import numpy as np
 
 from _machine import cpu, describe
 from jaxcollapse.images import load_images
-from jaxcollapse.vae import TrainConfig, VAEConfig, parameter_count, train_runs
+from jaxcollapse.vae import TrainConfig, VAEConfig, parameter_count
+from jaxcollapse.vae_train import train_runs
 
 RUNS = 5
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcollapse._fusion import after, gradient_boundary, materialize, value_and_grad_in_lanes
+from jaxcollapse._xla_cpu.fusion import after, gradient_boundary, materialize, value_and_grad_in_lanes
 
 WEIGHTS = jnp.arange(6.0).reshape(2, 3)
 

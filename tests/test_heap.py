@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxcollapse as jc
-from jaxcollapse import heap
+from jaxcollapse._xla_cpu import heap
 
 BLOCK = 64 << 20  # above glibc's largest mmap threshold (32 MiB): mmapped by default
 
@@ -80,7 +80,7 @@ _THREAD_BLOCK_SCRIPT = """
 import ctypes, threading
 import numpy as np
 import jaxcollapse as jc
-from jaxcollapse import heap
+from jaxcollapse._xla_cpu import heap
 
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -123,7 +123,7 @@ def test_a_worker_threads_large_block_is_kept_only_with_one_arena():
 
 _INLINE_SCRIPT = """
 import resource, sys
-from jaxcollapse import heap
+from jaxcollapse._xla_cpu import heap
 import jaxcollapse as jc
 if sys.argv[1] == "inline":
     assert heap.run_cpu_programs_inline()

@@ -16,6 +16,7 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from jaxcollapse import ConfigError
+from jaxcollapse._xla_cpu.fusion import gradient_boundary
 from jaxcollapse.lm.checkpoint import CheckpointError, load_opt, read_config, save_opt
 from jaxcollapse.lm.opt import (
     KVCache,
@@ -385,7 +386,8 @@ def _largest_fusion_of_a_training_gradient(layers: int) -> int:
     """Most operands of any fusion XLA builds for the loss gradient of a ``layers``-deep model."""
     apply, params = functional(_square_model(layers)[1])
     ids = jnp.ones((2, 8), jnp.int32)
-    grad = jax.jit(jax.grad(lambda p, key: apply(p, ids, deterministic=False, dropout_key=key)[0].mean()))
+    grad = jax.jit(jax.grad(lambda p, key: apply(p, ids, deterministic=False, dropout_key=key,
+                                                 boundary=gradient_boundary)[0].mean()))
     text = grad.lower(params, jax.random.key(0)).compile().as_text()
     fusions = re.findall(r"= \S+ fusion\((.*?)\), kind", text)
     return max(operands.count("%") for operands in fusions)
@@ -404,7 +406,7 @@ def test_every_layer_has_its_five_gradient_boundaries():
     # outputs: one loop each in the (deterministic) gradient, nothing else loops
     for layers in (1, 3):
         apply, params = functional(_square_model(layers)[1])
-        grad = jax.jit(jax.grad(lambda p: apply(p, jnp.ones((2, 8), jnp.int32))[0].mean()))
+        grad = jax.jit(jax.grad(lambda p: apply(p, jnp.ones((2, 8), jnp.int32), boundary=gradient_boundary)[0].mean()))
         assert grad.lower(params).as_text().count("stablehlo.while") == 5 * layers
 
 
@@ -415,7 +417,7 @@ def test_forward_mode_derivatives_of_the_model(loaded):
     apply, params = functional(model)
     ids = jnp.arange(2, 9)[None]
     weights = jax.random.normal(jax.random.key(0), (1, 7, 128))
-    f = lambda p: jnp.sum(apply(p, ids)[0] * weights)
+    f = lambda p: jnp.sum(apply(p, ids, boundary=gradient_boundary)[0] * weights)
     direction = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape, p.dtype), params)
     _, forward_mode = jax.jit(lambda p, v: jax.jvp(f, (p,), (v,)))(params, direction)
     gradient = jax.jit(jax.grad(f))(params)

@@ -31,7 +31,7 @@ def test_the_papers_architecture_has_its_parameter_count_and_shapes():
 def test_the_transposed_convolution_equals_flax_conv_transpose_with_its_gradients():
     from flax import nnx
 
-    from jaxcollapse.vae import _doubling_conv_transpose
+    from jaxcollapse._xla_cpu.conv import doubling_conv_transpose as _doubling_conv_transpose
 
     def reference(x, kernel, bias):  # what nnx.ConvTranspose computes, differentiated by JAX
         return jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
@@ -64,8 +64,8 @@ def test_the_transposed_convolution_equals_flax_conv_transpose_with_its_gradient
 
 
 def test_a_step_in_chunks_and_lanes_equals_one_pass(monkeypatch):
-    import jaxcollapse.vae as vae_module
-    from jaxcollapse.vae import CPU_CHUNK, CPU_CHUNKS, _chunk_size
+    import jaxcollapse.vae_train as vae_module
+    from jaxcollapse.vae_train import CPU_CHUNK, CPU_CHUNKS, _chunk_size
 
     config = VAEConfig(image_shape=(8, 8), channels=(4, 6), latent=3)
     rows, train_config = 40, TrainConfig(epochs=1, batch_size=40)
@@ -95,7 +95,7 @@ def test_a_step_in_chunks_and_lanes_equals_one_pass(monkeypatch):
 
 def _first_host_step(config, train_config, rows):
     """The compiled host-loop step of one run and the arguments of its first call."""
-    from jaxcollapse.vae import _host_steps
+    from jaxcollapse.vae_train import _host_steps
 
     init, plan, step = _host_steps(config, train_config, rows, None)
     state, epoch_keys = init(jax.random.split(jax.random.key(0), 1))
@@ -120,7 +120,8 @@ def test_a_chunked_step_sums_its_gradient_once():
 def test_the_cpu_conv_step_compiles_convolutions_outside_ynnpack():
     import re
 
-    from jaxcollapse.vae import CPU_CONV_COMPILER_OPTIONS, _compiler_options, _trainer
+    from jaxcollapse._xla_cpu.conv import COMPILER_OPTIONS as CPU_CONV_COMPILER_OPTIONS
+    from jaxcollapse.vae_train import _compiler_options, _trainer
 
     config, train_config, rows = VAEConfig(), TrainConfig(epochs=1, batch_size=32), 64  # the paper's layers, 2 chunks
     step, arguments = _first_host_step(config, train_config, rows)

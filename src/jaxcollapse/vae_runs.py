@@ -44,11 +44,14 @@ import optax
 from flax import nnx
 
 from ._files import atomic_bytes, claim_run_folder
-from .heap import keep_freed_memory
 from ._validation import ConfigError, require_choice, require_int
+from ._xla_cpu.heap import keep_freed_memory
 from .images import DATASETS, load_images
 from .policies import DataPolicy
-from .vae import SAMPLE_MODES, TrainConfig, VAEConfig, _latents, _pixels, decode_means, encode_means, negative_elbo, train_runs
+from .vae_model import (
+    SAMPLE_MODES, TrainConfig, VAEConfig, _latents, _pixels, decode_means, encode_means, negative_elbo,
+)
+from .vae_train import train_runs
 
 __all__ = ["VAEStudy", "run_vae", "default_model", "VAE_REGIMES"]
 

@@ -10,7 +10,9 @@ The model enters as a pure function ``apply(params, input_ids, attention_mask,
 position_ids, cache, deterministic=..., dropout_key=...) -> (logits, cache)``
 (:func:`jaxcollapse.lm.opt.functional`). Each optimiser step is compiled once and driven
 from Python, so a progress meter can follow it and so that no convolution-like kernel runs
-inside an XLA loop (see :mod:`jaxcollapse.vae`).
+inside an XLA loop (see :mod:`jaxcollapse.vae_train`). On a CPU the step also computes its
+gradient the way XLA:CPU runs fastest (:func:`training_apply`, :func:`train_chunk_rows`),
+the same gradient up to rounding.
 
 Example:
     >>> import jax, numpy as np
@@ -37,12 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._fusion import value_and_grad_in_lanes
 from .._validation import ConfigError, require_int, require_positive
-from ..heap import keep_freed_memory
+from .._xla_cpu.fusion import gradient_boundary, value_and_grad_in_lanes
+from .._xla_cpu.heap import keep_freed_memory
 
 __all__ = [
-    "FinetuneConfig", "finetune", "make_train_step", "train_chunk_rows", "block_nll", "score_blocks", "perplexity",
+    "FinetuneConfig", "finetune", "make_train_step", "training_apply", "train_chunk_rows", "block_nll", "score_blocks",
+    "perplexity",
 ]
 
 
@@ -95,7 +98,7 @@ def block_nll(apply: Callable, params, blocks, *, deterministic: bool = True, dr
 
 
 # On a CPU a training batch of at least 2 x CPU_TRAIN_CHUNK_ROWS blocks goes through the
-# model in CPU_TRAIN_CHUNKS chunks computed side by side (jaxcollapse._fusion.
+# model in CPU_TRAIN_CHUNKS chunks computed side by side (jaxcollapse._xla_cpu.fusion.
 # value_and_grad_in_lanes): the tiny OPT's operations are too small for XLA:CPU to spread
 # one over two cores, two independent chunks are not. Measured, interleaved: the tiny
 # preset at batch 32 5-17 % faster a step, the small preset 4-5 %; opt-125m at batch 8
@@ -110,20 +113,44 @@ def train_chunk_rows(batch_rows: int) -> int | None:
     return -(-batch_rows // CPU_TRAIN_CHUNKS)
 
 
+def training_apply(apply: Callable) -> Callable:
+    """``apply`` (a functional OPT, which takes ``boundary``) as a training step calls it: on
+    a CPU with a gradient boundary (``jaxcollapse._xla_cpu.fusion.gradient_boundary``) at
+    each of the model's ``boundary`` points, where the gradient fans out and XLA:CPU would
+    otherwise recompute it in every consumer (see :class:`~jaxcollapse.lm.opt.OPTForCausalLM`);
+    elsewhere ``apply`` itself. The same values and gradients either way.
+
+    Example:
+        >>> from flax import nnx
+        >>> from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM, functional
+        >>> apply, params = functional(OPTForCausalLM(OPTConfig.preset("tiny", vocab_size=16), rngs=nnx.Rngs(0)))
+        >>> ids = jnp.ones((1, 4), jnp.int32)
+        >>> bool(jnp.array_equal(training_apply(apply)(params, ids)[0], apply(params, ids)[0]))
+        True
+    """
+    if jax.default_backend() != "cpu":
+        return apply
+    return functools.partial(apply, boundary=gradient_boundary)
+
+
 def make_train_step(apply: Callable, optimizer: optax.GradientTransformation, *, dropout: bool = True,
                     nll: Callable | None = None):
     """One compiled AdamW step on a batch of blocks with 0/1 row weights (a padded last
     batch): ``step(params, opt_state, blocks, weights, key) -> (params, opt_state, loss)``,
     ``loss`` the mean token NLL of the weighted rows before the update. ``nll(params,
-    blocks, key) -> (B,)`` replaces :func:`block_nll` (benchmarks time loss variants).
+    blocks, key) -> (B,)`` replaces :func:`block_nll` of :func:`training_apply`'s ``apply``
+    (benchmarks time loss variants).
 
     On a CPU a large enough batch is computed in chunks (:func:`train_chunk_rows`), the
     same loss and gradient up to rounding; with dropout, chunk c draws its masks from
     ``fold_in(key, first row of c)``, so they differ from one pass's (both are dropout).
     """
     if nll is None:
+        train_apply = training_apply(apply)
+
         def nll(params, blocks, key):
-            return block_nll(apply, params, blocks, deterministic=not dropout, dropout_key=key if dropout else None)
+            return block_nll(train_apply, params, blocks, deterministic=not dropout,
+                             dropout_key=key if dropout else None)
 
     def value_and_grad(params, blocks, weights, key):
         tokens = jnp.maximum(jnp.sum(weights), 1.0) * (blocks.shape[1] - 1)
@@ -134,7 +161,7 @@ def make_train_step(apply: Callable, optimizer: optax.GradientTransformation, *,
             return jnp.sum(nll(params, blocks, chunk_key) * weights) / tokens
 
         # the two chunks' gradients are added again in each of AdamW's updates; writing the
-        # sum once (_fusion.materialize, as the VAE's 16 chunks need) was 3 % slower here
+        # sum once (_xla_cpu.fusion.materialize, as the VAE's 16 chunks need) was 3 % slower here
         rows = (blocks, weights, jnp.arange(blocks.shape[0]))
         return value_and_grad_in_lanes(loss, params, rows, chunk, lanes=CPU_TRAIN_CHUNKS)
 

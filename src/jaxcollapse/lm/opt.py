@@ -36,19 +36,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .._fusion import gradient_boundary
 from .._random import fused_bernoulli
 from .._validation import ConfigError, require_choice, require_int, require_positive
 
 __all__ = [
     "OPTConfig", "OPTForCausalLM", "KVCache", "init_cache", "functional", "decoder_fns", "positions_from_mask",
-    "POSITION_OFFSET", "ACTIVATIONS", "PRESETS",
+    "no_boundary", "POSITION_OFFSET", "ACTIVATIONS", "PRESETS",
 ]
 
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding.offset
@@ -254,6 +253,15 @@ def positions_from_mask(attention_mask) -> jax.Array:
     return jnp.cumsum(mask, axis=-1) * mask - 1
 
 
+def no_boundary(x):
+    """The default ``boundary`` of :class:`OPTForCausalLM`: the value itself, gradient and all.
+
+    >>> no_boundary(jnp.arange(2.0))
+    Array([0., 1.], dtype=float32)
+    """
+    return x
+
+
 def _dropout(x, rate: float, key):
     """Inverted dropout (PyTorch's): keep with probability 1 - rate, scale by 1 / (1 - rate).
     The mask is Threefry of each element's index, fused into its consumers
@@ -328,26 +336,26 @@ class OPTDecoderLayer(nnx.Module):
         self.fc2 = _linear(config, config.ffn_dim, config.hidden_size, rngs, dtype, param_dtype, config.enable_bias)
         self.final_layer_norm = _layer_norm(config, rngs, dtype, param_dtype)
 
-    def __call__(self, x, allowed, layer_cache, index, key):
-        # gradient boundaries after each layer norm and each block's output: the gradient
-        # there feeds two products (weights and input) and elementwise work (the dropout
-        # mask, the norm's backward), which XLA:CPU otherwise recomputes in every consumer
-        # (training 10-12 % faster for tiny, 6 % for OPT-125m, measured)
+    def __call__(self, x, allowed, layer_cache, index, key, boundary: Callable):
+        # ``boundary`` after each layer norm and each block's output: the gradient there
+        # feeds two products (weights and input) and elementwise work (the dropout mask,
+        # the norm's backward), which XLA:CPU otherwise recomputes in every consumer (a
+        # gradient boundary there: training 10-12 % faster for tiny, 6 % for OPT-125m, measured)
         keys = (None, None, None) if key is None else tuple(jax.random.split(key, 3))
         residual = x
         if self.pre_norm:
-            x = gradient_boundary(self.self_attn_layer_norm(x))
+            x = boundary(self.self_attn_layer_norm(x))
         x, layer_cache = self.self_attn(x, allowed, layer_cache, index, keys[0])
-        x = residual + _dropout(gradient_boundary(x), self.dropout, keys[1])
+        x = residual + _dropout(boundary(x), self.dropout, keys[1])
         if not self.pre_norm:
-            x = gradient_boundary(self.self_attn_layer_norm(x))
+            x = boundary(self.self_attn_layer_norm(x))
         residual = x
         if self.pre_norm:
-            x = gradient_boundary(self.final_layer_norm(x))
-        x = gradient_boundary(self.fc2(ACTIVATIONS[self.activation_function](self.fc1(x))))
+            x = boundary(self.final_layer_norm(x))
+        x = boundary(self.fc2(ACTIVATIONS[self.activation_function](self.fc1(x))))
         x = residual + _dropout(x, self.dropout, keys[2])
         if not self.pre_norm:
-            x = gradient_boundary(self.final_layer_norm(x))
+            x = boundary(self.final_layer_norm(x))
         return x, layer_cache
 
 
@@ -355,7 +363,8 @@ class OPTForCausalLM(nnx.Module):
     """OPT with its language-model head (tied to the token embedding).
 
     Call: ``logits, cache = model(input_ids, attention_mask=None, position_ids=None,
-    cache=None, deterministic=True, dropout_key=None, head_positions=None)``.
+    cache=None, deterministic=True, dropout_key=None, head_positions=None,
+    boundary=no_boundary)``.
 
     * Without a cache: ``input_ids`` (B, T) and ``attention_mask`` (B, T) of 0/1 (None: all
       ones); ``position_ids`` default to :func:`positions_from_mask`. Returns logits
@@ -375,6 +384,11 @@ class OPTForCausalLM(nnx.Module):
       next-token loss, ``slice(-1, None)`` for a prompt whose last logits alone are read.
       XLA does not prune the unused rows of the (T, vocab) head by itself; at opt-125m
       the head is a large part of a training step.
+    * ``boundary`` (a function of an array, returning an equal array) is applied to every
+      value whose gradient fans out: each layer's input, each layer norm's output, the
+      attention and feed-forward blocks' outputs. The identity by default; a trainer passes
+      a function that changes how the gradient is computed, not what it is (on a CPU,
+      :mod:`jaxcollapse.lm.finetune` passes a gradient boundary that XLA:CPU keeps).
 
     ``dtype`` is the computation dtype (None: that of the parameters), ``param_dtype`` that of
     the parameters; attention softmax always runs in float32. Initialisation follows Hugging
@@ -417,7 +431,8 @@ class OPTForCausalLM(nnx.Module):
         self.final_layer_norm = _layer_norm(config, rngs, dtype, param_dtype) if config.has_final_layer_norm else None
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, cache: KVCache | None = None,
-                 deterministic: bool = True, dropout_key=None, head_positions: slice | None = None):
+                 deterministic: bool = True, dropout_key=None, head_positions: slice | None = None,
+                 boundary: Callable = no_boundary):
         config = self.config
         input_ids = jnp.asarray(input_ids)
         if input_ids.ndim != 2:
@@ -466,10 +481,10 @@ class OPTForCausalLM(nnx.Module):
         buffers = None if cache is None else (cache.keys, cache.values)
         for i, layer in enumerate(self.layers):
             key = jax.random.fold_in(dropout_key, i) if use_dropout else None
-            # every layer adds to the residual stream's gradient; without a boundary
-            # XLA:CPU recomputes the sum over the layers above inside each layer (OPT-125m
-            # training: 2.8 s a step without, 2.0-2.1 s with; tiny: 31 against 26 ms)
-            x, buffers = layer(gradient_boundary(x), allowed, None if cache is None else (*buffers, i), index, key)
+            # every layer adds to the residual stream's gradient; without a gradient
+            # boundary XLA:CPU recomputes the sum over the layers above inside each layer
+            # (OPT-125m training: 2.8 s a step without, 2.0-2.1 s with; tiny: 31 against 26 ms)
+            x, buffers = layer(boundary(x), allowed, None if cache is None else (*buffers, i), index, key, boundary)
         if head_positions is not None:
             x = x[:, head_positions]
         if self.final_layer_norm is not None:
@@ -486,13 +501,14 @@ def functional(model: OPTForCausalLM):
     """The model as a pure function of its parameters: ``apply, params = functional(model)``.
 
     ``apply(params, input_ids, attention_mask=None, position_ids=None, cache=None,
-    deterministic=True, dropout_key=None, head_positions=None) -> (logits, cache)`` merges the static graph with
-    ``params`` inside, so it can be ``jax.jit``-ed with the parameters as an argument (and
-    differentiated with respect to them). ``params`` is a plain nested dict of arrays
+    deterministic=True, dropout_key=None, head_positions=None, boundary=no_boundary) ->
+    (logits, cache)``, the model's call (:class:`OPTForCausalLM`), merges the static graph
+    with ``params`` inside, so it can be ``jax.jit``-ed with the parameters as an argument
+    (and differentiated with respect to them). ``params`` is a plain nested dict of arrays
     (``nnx.to_pure_dict``): a jitted call flattens its arguments in Python, and an
     ``nnx.State`` of Variables took ~10 times longer (5-7 % of a tiny training step,
-    measured). ``deterministic`` is structural: mark it static
-    (``jax.jit(apply, static_argnames="deterministic")``) or close over it.
+    measured). ``deterministic`` and ``boundary`` are structural: mark them static
+    (``jax.jit(apply, static_argnames="deterministic")``) or close over them.
 
     >>> config = OPTConfig.preset("tiny", vocab_size=64)
     >>> apply, params = functional(OPTForCausalLM(config, rngs=nnx.Rngs(0)))
@@ -504,9 +520,9 @@ def functional(model: OPTForCausalLM):
     params = nnx.to_pure_dict(state)
 
     def apply(params, input_ids, attention_mask=None, position_ids=None, cache=None, deterministic=True,
-              dropout_key=None, head_positions=None):
+              dropout_key=None, head_positions=None, boundary=no_boundary):
         return nnx.merge(graphdef, params)(input_ids, attention_mask, position_ids, cache, deterministic=deterministic,
-                                           dropout_key=dropout_key, head_positions=head_positions)
+                                           dropout_key=dropout_key, head_positions=head_positions, boundary=boundary)
 
     return apply, params
 
