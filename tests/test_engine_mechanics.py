@@ -94,6 +94,71 @@ def test_zero_generations_and_memory_free_summaries():
     assert result.trajectories is None and result.moments["w2_risk"].shape == (1, 5)
 
 
+STUDIES_OF_EVERY_KIND = {
+    "gaussian-sufficient": lambda g: jc.gaussian_study(samples=10, generations=g, path="sufficient"),
+    "gaussian-data": lambda g: jc.gaussian_study(samples=10, generations=g, path="data"),
+    "discrete-counts": lambda g: jc.discrete_study(samples=10, generations=g, states=4, path="counts"),
+    "discrete-data": lambda g: jc.discrete_study(samples=10, generations=g, states=4, path="data"),
+    "gmm": lambda g: jc.gmm_study(samples=20, generations=g, iterations=2, heldout=16),
+    "kde": lambda g: jc.kde_study(samples=10, generations=g, heldout=16),
+    "regression": lambda g: jc.regression_study(samples=10, dim=2, generations=g),
+}
+
+
+@pytest.mark.parametrize("kind", STUDIES_OF_EVERY_KIND)
+def test_every_study_program_knows_its_generations(kind):
+    for generations in (0, 3):  # G = 0 builds its buffers from a placeholder schedule
+        assert STUDIES_OF_EVERY_KIND[kind](generations).program().num_generations == generations, generations
+
+
+def test_simulate_runs_the_programs_generations_by_default():
+    program = jc.gaussian_study(samples=10, generations=4).program()
+    result = jc.simulate(program, num_chains=16, seed=0)
+    assert result.num_generations == 4 and result.moments["w2_risk"].shape == (5, 5)
+    same = jc.simulate(program, num_chains=16, num_generations=4, seed=0)  # the same G, given: fine
+    np.testing.assert_array_equal(same.moments["w2_risk"], result.moments["w2_risk"])
+    empty = jc.simulate(jc.gaussian_study(samples=10, generations=0).program(), num_chains=3)
+    assert empty.num_generations == 0
+
+
+@pytest.mark.parametrize("requested", [3, 5])
+def test_a_generations_mismatch_is_refused_before_tracing(requested):
+    """A longer run would reuse the schedule's last M (wrong numbers); a shorter one is a
+    different study: both are ConfigErrors, raised before anything is traced."""
+    def untraceable(*args):
+        raise AssertionError("the program was traced")
+
+    program = jc.gaussian_study(samples=10, generations=4).program()
+    program = program._replace(step=untraceable, initial_state=untraceable, metrics=untraceable)
+    with pytest.raises(jc.ConfigError, match=rf"num_generations must equal the program's G = 4 .*; got {requested}"):
+        jc.simulate(program, num_chains=4, num_generations=requested)
+
+
+def test_data_path_programs_take_g_from_their_schedule():
+    from jaxcollapse.programs import data_path_program
+
+    def build(sizes, **options):
+        return data_path_program(
+            jc.gaussian(dim=1), jc.DataPolicy(), np.asarray(sizes, np.int64), jc.normal_initial(0.0, 1.0).sampler(1),
+            jc.GaussianParams(jnp.zeros(1), jnp.eye(1)), metrics=lambda p: {"sigma2": p.cov[0, 0]},
+            metric_names=("sigma2",), **options)
+
+    assert build([5, 5, 5]).num_generations == 3
+    assert build([]).num_generations == 0
+    assert build([5], num_generations=0).num_generations == 0  # a placeholder schedule for G = 0
+    with pytest.raises(jc.ConfigError, match=r"num_generations must be <= 3 .*; got 4"):
+        build([5, 5, 5], num_generations=4)
+
+
+def test_a_program_without_generations_needs_them():
+    program = jc.gaussian_study(samples=10, generations=3).program()._replace(num_generations=None)
+    with pytest.raises(jc.ConfigError, match=r"num_generations is required.*ChainProgram.num_generations is None"):
+        jc.simulate(program, num_chains=4)
+    assert jc.simulate(program, num_chains=4, num_generations=3).num_generations == 3
+    with pytest.raises(jc.ConfigError, match="num_generations must be an integer >= 0; got -1"):
+        jc.simulate(program, num_chains=4, num_generations=-1)
+
+
 def test_real_fraction_keeps_distinct_real_points():
     from jaxcollapse.policies import DataPolicy, data_program
 

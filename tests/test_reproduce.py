@@ -14,12 +14,12 @@ from jaxcollapse.sweep import load_sweep
 def _small_sections(scale="quick", opt_checkpoint=None):
     return [
         Section("figure6-gaussian-accumulate", "Figure 6: fitted to the whole pool", "The risk stays bounded.",
-                ("gaussian", "--samples", "20", "--generations", "4", "--chains", "256", "--regime", "accumulate",
-                 "--figure-samples", "20", "--check"), ("trajectories.png", "risk.png")),
-        Section("figure10-15-lm", "Figures 10-15", "Perplexity rises.", ("lm",), ("figure10_test_perplexity.png",),
+                "gaussian", {"samples": 20, "generations": 4, "chains": 256, "regime": "accumulate",
+                             "figure_samples": (20,), "check": True}, ("trajectories.png", "risk.png")),
+        Section("figure10-15-lm", "Figures 10-15", "Perplexity rises.", "lm", {}, ("figure10_test_perplexity.png",),
                 skipped="needs a checkpoint"),
         Section("figure12-gaussian-estimation", "Figure 12: estimating N(0, 1)", "Error falls as 1/sqrt(M).",
-                ("sweep",), ("figure12.png",),
+                "sweep", {}, ("figure12.png",),
                 sweep='command = "gaussian"\n[base]\nchains = 400\ngenerations = 1\nfigure-samples = ""\n'
                       '[grid]\nsamples = [10, 1000]\n'),
     ]
@@ -59,15 +59,17 @@ def test_sections_at_paper_scale_and_bad_choices(tmp_path):
     lm = with_checkpoint["figure14-lm-penalty"]
     assert lm.skipped is None and "/ckpt" in lm.argv and lm.argv[lm.argv.index("--repetition-penalty") + 1] == "2"
     from jaxcollapse.cli import build_parser
+    from jaxcollapse.studies import command
 
     parser = build_parser()
     for scale in ("quick", "paper"):
-        for section in sections(scale, opt_checkpoint="/ckpt"):  # every command line is a valid one
+        for section in sections(scale, opt_checkpoint="/ckpt"):  # every section's settings are valid ones
             if section.sweep is not None:
                 (tmp_path / "sweep.toml").write_text(section.sweep)
                 assert len(load_sweep(tmp_path / "sweep.toml")[1]) == 9  # M from 10 to 10^7
             else:
-                parser.parse_args(list(section.argv) + ["--out", "x"])
+                command(section.command).values(section.settings)
+                parser.parse_args(list(section.argv) + ["--out", "x"])  # and its command line a valid one
     with pytest.raises(ConfigError, match="scale"):
         sections("huge")
     with pytest.raises(ConfigError, match="no section starts with figure99"):

@@ -73,7 +73,7 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_table_and_keeps_finished_ce
 
 
 @pytest.mark.parametrize("text, match", [
-    ('command = "vae"', "sweep command must be one of"),
+    ('command = "bogus"', "sweep command must be one of"),
     ('command = "gaussian"\n[grid]\nsamples = 10', r"grid.samples must be a non-empty list"),
     ('command = "gaussian"\n[base]\nout = "x"', "may not set 'out'"),
     ('command = "gaussian"\n[grid]\nsampels = [1, 2]', "sweep cell 000-sampels=1: .*unrecognized arguments"),

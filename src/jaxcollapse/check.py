@@ -19,16 +19,11 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from .engine import SimulationResult
-from .families.gaussian import ESTIMATORS
-from .discrete import DiscreteStudy
-from .theory import discrete as discrete_theory
 from .theory import gaussian as theory
 
 __all__ = ["Curve", "TheoryRow", "Verdict", "theory_curves", "theory_table", "verdicts", "format_check", "Z_LIMIT"]
@@ -81,157 +76,15 @@ class Curve(NamedTuple):
 
 
 def theory_curves(study) -> list[Curve]:
-    """Every formula that applies to ``study``, evaluated over generations 0..G."""
-    if hasattr(study, "theory_curves"):  # the classical families carry their own formulas
-        return list(study.theory_curves())
-    if isinstance(study, DiscreteStudy):
-        return discrete_theory_curves(study)
-    if not study.initial.is_gaussian:
-        return []  # every formula here assumes a Gaussian p_0
-    sizes = study.sizes
-    ddof = ESTIMATORS[study.estimator]
-    trace = float(np.trace(study.initial.cov))
-    one_d = study.dim == 1
-    kind = study.policy.kind
-    curves = []
-
-    def add(quantity, formula, kind_, column, values, central4=None):
-        curves.append(Curve(quantity, formula, kind_, column, np.asarray(values, np.float64), central4))
-
-    if kind == "replace":
-        if one_d:
-            sigma = float(np.sqrt(study.initial.cov[0, 0]))
-            exact = theory.replace_exact(sizes, sigma, ddof)
-            for metric in ("w2_risk", "mean_error", "sigma", "sigma2", "var_x"):
-                add(f"E[{metric}]", "exact", "exact", f"{metric}_exact", exact[metric])
-            add("Var[w2_risk]", "exact", "exact", "w2_risk_var_exact", exact["w2_risk_var"], exact["w2_risk_central4"])
-            add("E[w2_risk]", "paper eq. (4)", "expansion", "w2_risk_paper", theory.paper_w2_risk(sizes, sigma))
-            add("Var[w2_risk]", "paper eq. (5)", "expansion", "w2_risk_var_paper", theory.paper_w2_risk_var(sizes, sigma))
-            add("E[var_x]", "paper sec. 4.2", "expansion", "var_x_paper", theory.paper_var_x(sizes, sigma))
-            if study.estimator == "unbiased":
-                add("E[w2_risk]", "first order (3/2M)", "expansion", "w2_risk_first_order",
-                    theory.w2_first_order(sizes, sigma))
-                add("Var[w2_risk]", "first order (5/2 S^2)", "expansion", "w2_risk_var_first_order",
-                    theory.w2_var_first_order(sizes, sigma))
-        else:
-            exact = theory.replace_exact_nd(sizes, trace, ddof)
-            for metric in ("mean_error", "cov_trace", "var_x"):
-                add(f"E[{metric}]", "exact", "exact", f"{metric}_exact", exact[metric])
-        add("E[w2_risk]", "paper eq. (15) bound", "lower bound", "w2_risk_lower_bound",
-            theory.w2_lower_bound(sizes, trace))
-    elif kind == "accumulate":
-        exact = theory.accumulate_exact(sizes, trace, ddof)
-        spread = "sigma2" if one_d else "cov_trace"
-        add("E[mean_error]", "exact", "exact", "mean_error_exact", exact["mean_error"])
-        add(f"E[{spread}]", "exact", "exact", f"{spread}_exact", exact["cov_trace"])
-        add("E[var_x]", "exact", "exact", "var_x_exact", exact["var_x"])
-        add("E[mean_error]", "fixed-variance sum", "expansion", "mean_error_fixed_variance",
-            theory.accumulate_mean_error_published(sizes, trace))
-    return curves
+    """Every formula that applies to ``study``, evaluated over generations 0..G (each study
+    maps the closed forms of ``jaxcollapse.theory`` to its curves: ``study.theory_curves()``)."""
+    return list(study.theory_curves())
 
 
-INDICATOR_METRICS = ("absorbed", "extinct", "state_alive", "state_absorbed")
-EXACT_SOLVER_STATES = 20_000  # count vectors the exact forward propagation may carry
-
-
-def discrete_theory_curves(study: DiscreteStudy) -> list[Curve]:
-    """Formulas for a discrete chain (see docs/discrete.md)."""
-    return list(_discrete_theory_curves(study))
-
-
-@functools.lru_cache(maxsize=8)  # a run asks for them four times; the exact solver can take a second
-def _discrete_theory_curves(study: DiscreteStudy) -> tuple[Curve, ...]:
-    sizes = study.sizes
-    generations = study.generations
-    if not generations:
-        return ()
-    curves = []
-    constant = bool(np.all(sizes == sizes[0]))
-
-    def add(quantity, formula, kind, column, values, variance=None, variance_bound=None):
-        values = np.asarray(values, np.float64)
-        if quantity[2:-1] in INDICATOR_METRICS:
-            # the mean of a 0/1 metric is a binomial proportion: the formula's value gives its
-            # exact standard error, which stays meaningful when no chain (or every chain) hit
-            variance = np.clip(values, 0.0, 1.0) * (1.0 - np.clip(values, 0.0, 1.0))
-        curves.append(Curve(quantity, formula, kind, column, values, variance=variance, variance_bound=variance_bound))
-
-    def at_first_generation(value):
-        values = np.full((generations + 1,) + np.shape(value), np.nan)
-        values[1] = value
-        return values
-
-    regime = study.policy.kind
-    if study.kind == "poisson":
-        rate = study.initial.rate
-        add("E[rate]", "exact (martingale)", "exact", "rate_exact", np.full(generations + 1, rate))
-        if regime == "replace":
-            add("E[extinct]", "exact (Galton-Watson)", "exact", "extinct_exact",
-                discrete_theory.poisson_extinction_exact(rate, sizes))
-            if constant:
-                g = np.arange(generations + 1, dtype=float)
-                with np.errstate(divide="ignore"):
-                    bound = np.exp(-sizes[0] * rate / g)
-                add("E[extinct]", "Suresh et al. form", "upper bound", "extinct_suresh_bound", bound)
-        return tuple(curves)
-    if study.smoothing:
-        return tuple(curves)  # smoothing is a deliberate approximation error: no closed form here
-    p0 = study.p0
-    live = p0[p0 > 0]
-    # p in [0, 1] bounds Var p_n[i] by p0 (1 - p0) in every regime; replace has it exactly:
-    # Var p_n[i] = p0 (1 - p0) (1 - prod_{j<n} (1 - 1/M_j)), from the heterozygosity recursion
-    spread = np.broadcast_to(p0 * (1.0 - p0), (generations + 1, len(p0)))
-    exact_spread = None
-    if regime == "replace":
-        exact_spread = (1.0 - np.concatenate([[1.0], np.cumprod(1.0 - 1.0 / sizes)]))[:, None] * spread
-    add("E[state_p]", "exact (martingale)", "exact", "p_exact", np.broadcast_to(p0, (generations + 1, len(p0))),
-        variance=exact_spread, variance_bound=spread)
-    alive_first = 1.0 - discrete_theory.loss_probability_first_generation(p0, int(sizes[0]))
-    add("E[state_alive]", "1 - (1 - p0)^M", "exact", "alive_first_exact", at_first_generation(alive_first))
-    add("E[support]", "sum 1 - (1 - p0)^M", "exact", "support_first_exact",
-        at_first_generation(discrete_theory.expected_support_first_generation(p0, int(sizes[0]))))
-    if regime != "replace":
-        return tuple(curves)
-    add("E[heterozygosity]", "exact (1 - 1/M)^n", "exact", "heterozygosity_exact",
-        discrete_theory.heterozygosity_exact(sizes, p0))
-    compositions = math.comb(int(np.max(sizes)) + len(live) - 1, len(live) - 1)
-    if compositions <= EXACT_SOLVER_STATES:
-        exact = discrete_theory.categorical_chain_exact(p0, sizes)
-        add("E[support]", "exact Markov chain", "exact", "support_exact", exact["support"])
-        add("E[absorbed]", "exact Markov chain", "exact", "absorbed_exact", exact["absorbed"])
-        add("E[state_absorbed]", "exact Markov chain", "exact", "absorbed_in_exact", exact["absorbed_in"])
-        add("E[state_alive]", "exact Markov chain", "exact", "alive_exact", exact["alive"])
-    add("E[state_absorbed]", "p0 (its limit)", "upper bound", "absorbed_in_limit",
-        np.broadcast_to(p0, (generations + 1, len(p0))))
-    if constant:
-        add("E[state_alive]", "Suresh et al. 1 - exp(-M p0 / n)", "lower bound", "alive_suresh_bound",
-            discrete_theory.suresh_unigram_survival_bound(p0, int(sizes[0]), generations))
-    return tuple(curves)
-
-
-def absorption_time_rows(study: DiscreteStudy, absorption_generation: np.ndarray) -> list[TheoryRow]:
-    """E[T] of the chains against the exact fundamental-matrix mean and Kimura's diffusion
-    approximation (replace, constant M, no smoothing); only when every chain has absorbed
-    by the last generation (otherwise T is censored and its mean is not estimable)."""
-    sizes = study.sizes
-    times = np.asarray(absorption_generation, np.float64)
-    if (study.kind == "poisson" or study.smoothing or study.policy.kind != "replace" or not len(sizes)
-            or not np.all(sizes == sizes[0]) or times.size < 2 or np.any(times < 0)):
-        return []
-    m = int(sizes[0])
-    estimate = float(times.mean())
-    error = float(times.std(ddof=1) / np.sqrt(times.size))
-    p0 = study.p0
-    formulas = []
-    live = int(np.sum(p0 > 0))
-    if math.comb(m + live - 1, live - 1) <= 5_000:
-        formulas.append(("fundamental matrix", "exact", discrete_theory.absorption_time_exact(p0, m)["mean"]))
-    formulas.append(("Kimura diffusion", "expansion", discrete_theory.kimura_mean_absorption_time(p0, m)))
-    rows = []
-    for formula, kind, value in formulas:
-        z = (estimate - value) / error if error > 0 else float("nan")
-        rows.append(TheoryRow(study.generations, "E[absorption time]", formula, kind, estimate, error, float(value), z))
-    return rows
+def absorption_time_rows(study, absorption_generation: np.ndarray) -> list[TheoryRow]:
+    """E[T] of a discrete study's chains against its exact and approximate laws
+    (``DiscreteStudy.absorption_time_rows``)."""
+    return study.absorption_time_rows(absorption_generation)
 
 
 def _estimate(result: SimulationResult, quantity: str):

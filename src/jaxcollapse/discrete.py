@@ -28,8 +28,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +41,16 @@ from scipy import stats
 
 from ._counts import categorical
 from ._counts import multinomial as _multinomial
+from ._files import atomic_text
 from ._random import key_from_words
 from ._validation import ConfigError, require_choice, require_finite, require_int, require_positive
+from .check import Curve, TheoryRow, theory_table
 from .engine import ChainProgram
 from .policies import DataPolicy, data_program, parse_policy
 from .schedules import Schedule, parse_schedule
+from .studies.base import ChainStudy
+from .tables import csv_text, generation_columns, metric_columns, number, table
+from .theory import discrete as theory
 
 __all__ = [
     "DiscreteInitial", "DiscreteStudy", "DiscreteParams", "discrete_study", "parse_discrete_initial",
@@ -61,6 +69,10 @@ PER_STATE_METRICS = ("state_p", "state_alive", "state_absorbed")
 FINAL_METRICS = ("absorption_generation", "absorbed_state")
 PROBABILITY_TOLERANCE = 1e-6
 MAX_COUNT = 2**24  # counts are floats: exact integers below 2**24 in float32
+DISCRETE_REQUIRED_COLUMNS = (
+    "generation", "samples", "support_mean", "support_se", "heterozygosity_mean", "heterozygosity_se",
+    "heterozygosity_exact", "absorbed_fraction",
+)
 
 
 # ----------------------------------------------------------------------------- p_0
@@ -241,8 +253,11 @@ def _poisson_metrics(probs, rate0):
 
 
 @dataclass(frozen=True)
-class DiscreteStudy:
+class DiscreteStudy(ChainStudy):
     """Everything that defines a discrete chain (chains and seed are run settings)."""
+
+    command: ClassVar[str] = "discrete"
+    per_state_check: ClassVar[bool] = True
 
     generations: int
     schedule: Schedule
@@ -323,6 +338,88 @@ class DiscreteStudy:
     def final_metrics(self) -> tuple[str, ...]:
         return tuple(name for name in self.metric_names() if name in FINAL_METRICS)
 
+    # -- the run folder (the Study protocol; formulas in docs/discrete.md) -----------------
+
+    def theory_curves(self) -> list[Curve]:
+        """Formulas for a discrete chain (see docs/discrete.md)."""
+        return list(_theory_curves(self))
+
+    def absorption_time_rows(self, absorption_generation: np.ndarray) -> list[TheoryRow]:
+        """E[T] of the chains against the exact fundamental-matrix mean and Kimura's diffusion
+        approximation (replace, constant M, no smoothing); only when every chain has absorbed
+        by the last generation (otherwise T is censored and its mean is not estimable)."""
+        return _absorption_time_rows(self, absorption_generation)
+
+    def check_rows(self, result) -> list[TheoryRow]:
+        return theory_table(self, result) + self.absorption_time_rows(result.final["absorption_generation"])
+
+    def summary_table(self, result, quantiles=()) -> tuple[list[str], list[list[str]]]:
+        """summary.csv of a discrete run: per generation, every scalar metric's mean and
+        standard error and every scalar formula."""
+        generations = result.num_generations
+        columns = generation_columns(self.sizes, generations) | metric_columns(
+            result, [m for m in result.metric_names if not m.startswith("state_")])
+        if "absorbed_mean" in columns:
+            columns["absorbed_fraction"] = columns["absorbed_mean"]
+        elif "extinct_mean" in columns:
+            columns["absorbed_fraction"] = columns["extinct_mean"]
+        for curve in self.theory_curves():
+            if curve.values.ndim == 1 and curve.column not in columns:
+                columns[curve.column] = curve.values
+        if self.kind != "poisson":
+            for name in DISCRETE_REQUIRED_COLUMNS:
+                columns.setdefault(name, [None] * (generations + 1))
+        return table(columns, generations)
+
+    def states_table(self, result) -> tuple[list[str], list[list[str]]]:
+        """states.csv: per generation and state, p0, every per-state metric's mean and
+        standard error and every per-state formula."""
+        metrics = [m for m in result.metric_names if m.startswith("state_")]
+        curves = [c for c in self.theory_curves() if c.values.ndim == 2]
+        header = ["generation", "state", "p0"] + [f"{m}_{s}" for m in metrics for s in ("mean", "se")]
+        header += [c.column for c in curves]
+        summaries = {m: result.summary(m) for m in metrics}
+        rows = []
+        for g in range(result.num_generations + 1):
+            for state in range(self.states):
+                row = [str(g), str(state), number(self.p0[state])]
+                for m in metrics:
+                    row += [number(summaries[m]["mean"][g, state]), number(summaries[m]["se"][g, state])]
+                row += [number(c.values[g, state]) for c in curves]
+                rows.append(row)
+        return header, rows
+
+    def write_outputs(self, result, folder: Path) -> dict[str, Path]:
+        """chains.csv (each chain's absorption generation and state) and, with per-state
+        records, states.csv."""
+        paths = {"chains": Path(folder) / "chains.csv"}
+        final_names = list(result.final)
+        atomic_text(paths["chains"], csv_text(
+            ["chain"] + final_names,
+            [[str(i)] + [str(int(result.final[name][i])) for name in final_names] for i in range(result.num_chains)],
+        ))
+        if self.records_per_state:
+            paths["states"] = Path(folder) / "states.csv"
+            atomic_text(paths["states"], csv_text(*self.states_table(result)))
+        return paths
+
+    def write_figures(self, result, settings, folder: Path) -> list[str]:
+        from .plots import write_discrete_figures
+
+        return write_discrete_figures(self, settings, result, folder)
+
+    def report_title(self) -> str:
+        return f"jaxcollapse discrete study ({self.kind})"
+
+    def report_facts(self, result, settings) -> list[str]:
+        absorbed = float(np.mean(result.final["absorption_generation"] >= 0))
+        return [
+            f"p0: {self.initial.describe()}",
+            f"regime: {self.policy.describe()}; schedule: {self.schedule.describe()}; smoothing: {self.smoothing:g}",
+            f"{settings.chains} chains, {self.generations} generations, seed {settings.seed}, path {self.resolved_path}",
+            f"absorbed by generation {self.generations}: {absorbed:.4f} of the chains",
+        ]
+
     # -- the chain -------------------------------------------------------------------
 
     def program(self) -> ChainProgram:
@@ -390,6 +487,7 @@ class DiscreteStudy:
         return ChainProgram(
             initial_params=initial_params, initial_state=initial_state, step=step, metrics=metrics,
             bytes_per_chain=int(bytes_per_chain), metric_names=self.metric_names(), words_per_step=4,
+            num_generations=self.generations,
         )
 
     def _counts_program(self, p0):
@@ -552,3 +650,104 @@ def state_index(study: DiscreteStudy, state) -> int:
     if state >= study.states:
         raise ConfigError(f"state must be an index in [0, {study.states}) (K = {study.states}); got {state}")
     return state
+
+
+# ----------------------------------------------------------------------------- formulas
+
+INDICATOR_METRICS = ("absorbed", "extinct", "state_alive", "state_absorbed")
+EXACT_SOLVER_STATES = 20_000  # count vectors the exact forward propagation may carry
+
+
+@functools.lru_cache(maxsize=8)  # a run asks for them four times; the exact solver can take a second
+def _theory_curves(study: DiscreteStudy) -> tuple[Curve, ...]:
+    sizes = study.sizes
+    generations = study.generations
+    if not generations:
+        return ()
+    curves = []
+    constant = bool(np.all(sizes == sizes[0]))
+
+    def add(quantity, formula, kind, column, values, variance=None, variance_bound=None):
+        values = np.asarray(values, np.float64)
+        if quantity[2:-1] in INDICATOR_METRICS:
+            # the mean of a 0/1 metric is a binomial proportion: the formula's value gives its
+            # exact standard error, which stays meaningful when no chain (or every chain) hit
+            variance = np.clip(values, 0.0, 1.0) * (1.0 - np.clip(values, 0.0, 1.0))
+        curves.append(Curve(quantity, formula, kind, column, values, variance=variance, variance_bound=variance_bound))
+
+    def at_first_generation(value):
+        values = np.full((generations + 1,) + np.shape(value), np.nan)
+        values[1] = value
+        return values
+
+    regime = study.policy.kind
+    if study.kind == "poisson":
+        rate = study.initial.rate
+        add("E[rate]", "exact (martingale)", "exact", "rate_exact", np.full(generations + 1, rate))
+        if regime == "replace":
+            add("E[extinct]", "exact (Galton-Watson)", "exact", "extinct_exact",
+                theory.poisson_extinction_exact(rate, sizes))
+            if constant:
+                g = np.arange(generations + 1, dtype=float)
+                with np.errstate(divide="ignore"):
+                    bound = np.exp(-sizes[0] * rate / g)
+                add("E[extinct]", "Suresh et al. form", "upper bound", "extinct_suresh_bound", bound)
+        return tuple(curves)
+    if study.smoothing:
+        return tuple(curves)  # smoothing is a deliberate approximation error: no closed form here
+    p0 = study.p0
+    live = p0[p0 > 0]
+    # p in [0, 1] bounds Var p_n[i] by p0 (1 - p0) in every regime; replace has it exactly:
+    # Var p_n[i] = p0 (1 - p0) (1 - prod_{j<n} (1 - 1/M_j)), from the heterozygosity recursion
+    spread = np.broadcast_to(p0 * (1.0 - p0), (generations + 1, len(p0)))
+    exact_spread = None
+    if regime == "replace":
+        exact_spread = (1.0 - np.concatenate([[1.0], np.cumprod(1.0 - 1.0 / sizes)]))[:, None] * spread
+    add("E[state_p]", "exact (martingale)", "exact", "p_exact", np.broadcast_to(p0, (generations + 1, len(p0))),
+        variance=exact_spread, variance_bound=spread)
+    alive_first = 1.0 - theory.loss_probability_first_generation(p0, int(sizes[0]))
+    add("E[state_alive]", "1 - (1 - p0)^M", "exact", "alive_first_exact", at_first_generation(alive_first))
+    add("E[support]", "sum 1 - (1 - p0)^M", "exact", "support_first_exact",
+        at_first_generation(theory.expected_support_first_generation(p0, int(sizes[0]))))
+    if regime != "replace":
+        return tuple(curves)
+    add("E[heterozygosity]", "exact (1 - 1/M)^n", "exact", "heterozygosity_exact",
+        theory.heterozygosity_exact(sizes, p0))
+    compositions = math.comb(int(np.max(sizes)) + len(live) - 1, len(live) - 1)
+    if compositions <= EXACT_SOLVER_STATES:
+        exact = theory.categorical_chain_exact(p0, sizes)
+        add("E[support]", "exact Markov chain", "exact", "support_exact", exact["support"])
+        add("E[absorbed]", "exact Markov chain", "exact", "absorbed_exact", exact["absorbed"])
+        add("E[state_absorbed]", "exact Markov chain", "exact", "absorbed_in_exact", exact["absorbed_in"])
+        add("E[state_alive]", "exact Markov chain", "exact", "alive_exact", exact["alive"])
+    add("E[state_absorbed]", "p0 (its limit)", "upper bound", "absorbed_in_limit",
+        np.broadcast_to(p0, (generations + 1, len(p0))))
+    if constant:
+        add("E[state_alive]", "Suresh et al. 1 - exp(-M p0 / n)", "lower bound", "alive_suresh_bound",
+            theory.suresh_unigram_survival_bound(p0, int(sizes[0]), generations))
+    return tuple(curves)
+
+
+def _absorption_time_rows(study: DiscreteStudy, absorption_generation: np.ndarray) -> list[TheoryRow]:
+    """E[T] of the chains against the exact fundamental-matrix mean and Kimura's diffusion
+    approximation (replace, constant M, no smoothing); only when every chain has absorbed
+    by the last generation (otherwise T is censored and its mean is not estimable)."""
+    sizes = study.sizes
+    times = np.asarray(absorption_generation, np.float64)
+    if (study.kind == "poisson" or study.smoothing or study.policy.kind != "replace" or not len(sizes)
+            or not np.all(sizes == sizes[0]) or times.size < 2 or np.any(times < 0)):
+        return []
+    m = int(sizes[0])
+    estimate = float(times.mean())
+    error = float(times.std(ddof=1) / np.sqrt(times.size))
+    p0 = study.p0
+    formulas = []
+    live = int(np.sum(p0 > 0))
+    if math.comb(m + live - 1, live - 1) <= 5_000:
+        formulas.append(("fundamental matrix", "exact", theory.absorption_time_exact(p0, m)["mean"]))
+    formulas.append(("Kimura diffusion", "expansion", theory.kimura_mean_absorption_time(p0, m)))
+    rows = []
+    for formula, kind, value in formulas:
+        z = (estimate - value) / error if error > 0 else float("nan")
+        rows.append(TheoryRow(study.generations, "E[absorption time]", formula, kind, estimate, error, float(value), z))
+    return rows

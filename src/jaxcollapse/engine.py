@@ -41,8 +41,8 @@ from . import _checkpoint
 from ._progress import Progress
 from ._random import LANE_BLOCK, step_words
 from ._validation import ConfigError, require_int
+from ._xla_cpu.heap import keep_freed_memory
 from .distributed import is_main_process
-from .heap import keep_freed_memory
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
 
 __all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS"]
@@ -67,6 +67,10 @@ class ChainProgram(NamedTuple):
     ``preferred_chunk``: chains per chunk whose working set stays in cache (the default
     chunk size when the memory budget allows it; a data path over thousands of points per
     chain runs several times faster in chunks of ~100 chains than in one of thousands).
+    ``num_generations``: the G the program was built for (its schedule's length; a study's
+    ``generations``), which :func:`simulate` runs by default; ``None`` for a program that
+    does not know it (``simulate`` then needs ``num_generations``). Step n reads the
+    schedule's n-th sample size, so running past G would reuse its last size.
     """
 
     initial_params: Any
@@ -77,6 +81,27 @@ class ChainProgram(NamedTuple):
     metric_names: tuple[str, ...]
     words_per_step: int = 2
     preferred_chunk: int | None = None
+    num_generations: int | None = None
+
+    def resolve_generations(self, requested: int | None = None) -> int:
+        """The G a run covers: the program's own, or ``requested`` where it knows none; a
+        ``requested`` G other than the program's is refused (a longer run would reuse the
+        schedule's last sample size: wrong numbers, no error). Checked on the host."""
+        built = self.num_generations
+        if built is not None:
+            built = require_int("ChainProgram.num_generations", built, 0)
+        if requested is None:
+            if built is None:
+                raise ConfigError("num_generations is required: this program does not know its generations "
+                                  "(ChainProgram.num_generations is None); pass an integer >= 0")
+            return built
+        requested = require_int("num_generations", requested, 0)
+        if built is not None and requested != built:
+            raise ConfigError(
+                f"num_generations must equal the program's G = {built} (the generations its schedule was built "
+                f"for); got {requested}. Omit num_generations to run the program's G, or build the study with "
+                f"generations={requested}")
+        return requested
 
 
 @dataclass
@@ -154,7 +179,7 @@ def simulate(
     program: ChainProgram,
     *,
     num_chains: int,
-    num_generations: int,
+    num_generations: int | None = None,
     seed: int = 0,
     record: str = "summary",
     metrics: tuple[str, ...] | None = None,
@@ -171,6 +196,9 @@ def simulate(
 ) -> SimulationResult:
     """Run ``num_chains`` independent chains of ``program`` for ``num_generations``.
 
+    ``num_generations`` defaults to the program's (``ChainProgram.num_generations``, the
+    study's G); given as well, it must equal it (a study's schedule has no sample sizes
+    past its G; for a shorter run, build the study with fewer generations).
     ``record='summary'`` keeps across-chain moments per generation (and quantile sketches
     for ``quantile_metrics``); ``'trajectories'`` keeps every chain's metrics and params.
     ``metrics`` (default: all the program's) chooses which metrics are recorded;
@@ -190,7 +218,7 @@ def simulate(
     (e.g. the study's settings): a checkpoint of another program or seed is refused.
     """
     num_chains = require_int("chains", num_chains, 1)
-    num_generations = require_int("generations", num_generations, 0)
+    num_generations = program.resolve_generations(num_generations)
     seed = require_int("seed", seed, 0)
     if seed >= 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32); got {seed}")

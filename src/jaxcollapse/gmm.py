@@ -32,6 +32,7 @@ from .families.gmm import (
 from .policies import DataPolicy, parse_policy
 from .programs import data_path_program
 from .schedules import Schedule, parse_schedule
+from .studies.base import ChainStudy
 
 __all__ = ["GMMInitial", "GMMStudy", "gmm_study", "gmm_initial", "parse_gmm_initial"]
 
@@ -109,7 +110,7 @@ def parse_gmm_initial(text: str, dim: int = 2) -> GMMInitial:
 
 
 @dataclass(frozen=True)
-class GMMStudy:
+class GMMStudy(ChainStudy):
     """Everything that defines a GMM chain; chains, seed and chunking are run settings."""
 
     generations: int
@@ -183,7 +184,7 @@ class GMMStudy:
         return data_path_program(
             self.family(), self.policy, self.sizes, lambda key, n: sample(key, p0, n), self.initial_params(),
             metrics=lambda params: metrics(params, reference, *thresholds), metric_names=METRIC_NAMES,
-            preferred_chunk=PREFERRED_CHUNK,
+            preferred_chunk=PREFERRED_CHUNK, num_generations=self.generations,
         )
 
     def theory_curves(self) -> list:
@@ -203,6 +204,11 @@ class GMMStudy:
             f"regime: {self.policy.describe()}; schedule: {self.schedule.describe()}",
             f"collapsed component: weight < {self.weight_threshold:g} or det(cov)^(1/d) < {self.variance_threshold:g}",
         ]
+
+    def write_figures(self, result, settings, folder) -> list[str]:
+        from .plots import write_study_figures
+
+        return write_study_figures(self, settings, result, folder)
 
     def to_json(self) -> dict:
         return {

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._validation import ConfigError, require_covariance, require_finite, require_int, require_positive
+from .check import Curve
 from .engine import ChainProgram
 from .families.kde import (
     W2_GRID, W2_LEVELS, check_sample_sizes, initial_params, kde, kde_reference, metric_names, parse_bandwidth,
@@ -36,6 +37,7 @@ from .initial import InitialDistribution, normal_initial
 from .policies import DataPolicy, data_program, parse_policy
 from .programs import data_path_program
 from .schedules import Schedule, parse_schedule
+from .studies.base import ChainStudy
 from .theory import kde as theory
 
 __all__ = ["KDEStudy", "kde_study", "HELDOUT_SEED"]
@@ -44,7 +46,7 @@ HELDOUT_SEED = 0
 
 
 @dataclass(frozen=True)
-class KDEStudy:
+class KDEStudy(ChainStudy):
     """Everything that defines a KDE chain; chains, seed and chunking are run settings.
 
     ``bandwidth`` is a fixed h > 0 or ``"scott"`` / ``"silverman"``; ``heldout`` points of
@@ -115,7 +117,7 @@ class KDEStudy:
         rows = int(np.max(sizes))
         # the rows of the buffer the fit sees (the whole pool for accumulate)
         fit_rows = jax.eval_shape(
-            lambda key: data_program(self.policy, sizes).init(key, jnp.zeros((rows, dim)), rows)[0],
+            lambda key: data_program(self.policy, sizes).init(key, jnp.zeros((rows, *family.row.shape)), rows)[0],
             jax.random.key(0),
         ).shape[0]
 
@@ -129,14 +131,13 @@ class KDEStudy:
             metrics=metrics, metric_names=self.metric_names(),
             bytes_per_chain=4 * dim * (8 * rows + 2 * self.policy.pool_rows(sizes)) + 8 * fit_rows * (dim + 1)
             + metric_bytes,
+            num_generations=self.generations,  # sizes is a placeholder when G = 0
         )
 
     def theory_curves(self) -> list:
         """Exact E[variance] and E[mean_error] of the replace regime (any p_0 with a finite
         variance; a fixed bandwidth or a rule) and, for a fixed h, the naive V_0 + n d h^2
         as an expansion (:mod:`jaxcollapse.theory.kde`)."""
-        from .check import Curve  # check imports the studies
-
         if self.policy.kind != "replace" or not self.generations:
             return []
         arguments = (self.sizes, float(np.trace(self.initial.cov)), self.dim, self.bandwidth)
@@ -178,6 +179,11 @@ class KDEStudy:
                 growth = 1.0 - 1.0 / sizes[0] + float(theory.rule_factor_squared(sizes[0], self.dim, self.bandwidth))
                 lines.append(f"E[variance] grows by a factor 1 - 1/M + f^2 = {growth:.4g} per generation (exact)")
         return lines
+
+    def write_figures(self, result, settings, folder) -> list[str]:
+        from .plots import write_study_figures
+
+        return write_study_figures(self, settings, result, folder)
 
     def to_json(self) -> dict:
         return {

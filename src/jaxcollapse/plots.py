@@ -21,7 +21,6 @@ import numpy as np
 
 from .check import theory_curves
 from .engine import simulate
-from .study import GaussianStudy
 
 __all__ = [
     "plot_risk", "plot_trajectories", "trajectory_runs", "FIGURE_REGIMES", "plot_resampled_histogram",
@@ -41,7 +40,7 @@ def _theory_lines(axis, study, quantity, generations):
                   label=f"{curve.formula} ({curve.kind})")
 
 
-def plot_risk(study: GaussianStudy, result, quantiles=(0.05, 0.95)):
+def plot_risk(study, result, quantiles=(0.05, 0.95)):
     """E[R_W2] and Var[R_W2] per generation: Monte Carlo with a +-2 s.e. band, the chains'
     5-95 % band where recorded, and every theory curve that applies."""
     generations = np.arange(result.num_generations + 1)
@@ -82,8 +81,10 @@ def plot_risk(study: GaussianStudy, result, quantiles=(0.05, 0.95)):
     return figure
 
 
-def trajectory_runs(study: GaussianStudy, sample_sizes, seed: int = 0, regimes=FIGURE_REGIMES):
+def trajectory_runs(study, sample_sizes, seed: int = 0, regimes=FIGURE_REGIMES):
     """One chain per (regime, M), as in the authors' notebook: {regime: {M: params}}."""
+    import dataclasses
+
     from .policies import parse_policy
     from .schedules import constant
 
@@ -91,10 +92,7 @@ def trajectory_runs(study: GaussianStudy, sample_sizes, seed: int = 0, regimes=F
     for regime in regimes:
         runs[regime] = {}
         for index, m in enumerate(sample_sizes):
-            variant = GaussianStudy(
-                generations=study.generations, schedule=constant(m), policy=parse_policy(regime),
-                estimator=study.estimator, initial=study.initial, path="auto",
-            )
+            variant = dataclasses.replace(study, schedule=constant(m), policy=parse_policy(regime), path="auto")
             # independent chains per M (one seed each), as in the paper's figures; the same
             # seed for every M would show the same path scaled by 1/sqrt(M)
             result = simulate(variant.program(), num_chains=1, num_generations=study.generations, seed=seed + 1 + index,
@@ -103,7 +101,7 @@ def trajectory_runs(study: GaussianStudy, sample_sizes, seed: int = 0, regimes=F
     return runs
 
 
-def plot_trajectories(study: GaussianStudy, runs):
+def plot_trajectories(study, runs):
     """Figures 4-6 analogue: mu_n and sigma_n of single chains, one column per regime."""
     regimes = list(runs)
     figure, axes = plt.subplots(2, len(regimes), figsize=(5 * len(regimes), 7), sharex=True, squeeze=False)
@@ -248,13 +246,16 @@ GMM_FIGURE_SAMPLES = (100, 300)  # extra M of Figure 13 (64 chains each)
 def plot_gmm_snapshots(study, seed: int = 0, points: int = 1000, snapshots=GMM_SNAPSHOTS):
     """Figure 7: one chain's model at the snapshot generations (those <= G), drawn as
     ``points`` samples coloured by component, first two coordinates."""
+    import dataclasses
+
     import jax
 
     from .families.gmm import sample_with_components
 
     shown = [g for g in snapshots if g <= study.generations] or [0]
-    result = simulate(study.program(), num_chains=1, num_generations=max(shown), seed=seed,
-                      record="trajectories", metrics=("l2_distance",))
+    first_generations = dataclasses.replace(study, generations=max(shown))  # the same chain, up to the last snapshot
+    result = simulate(first_generations.program(), num_chains=1, seed=seed, record="trajectories",
+                      metrics=("l2_distance",))
     figure, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.8), squeeze=False, sharex=True, sharey=True)
     key = jax.random.key(seed)
     for axis, generation in zip(axes[0], shown):

@@ -18,7 +18,9 @@ earlier data and from p_0 (``real``):
 =====================  ===================================================================
 
 Shapes are static: every D_n lives in a buffer of max_n M_n rows (the pool of the
-accumulate policies has sum_n M_n rows) and a 0/1 weight masks the unused rows.
+accumulate policies has sum_n M_n rows) and a 0/1 float weight masks the unused rows.
+A row may have any shape and dtype (a float vector, a block of int32 tokens, an image):
+the buffers take the shape and dtype of D_0's rows (``Family.row`` on the data path).
 
 Example:
     >>> parse_policy("mix:0.8,0.1,0.1").kind
@@ -131,8 +133,16 @@ def _real_count(fraction, m):
     return jnp.round(fraction * m).astype(jnp.int32)
 
 
+def _per_row(choice, data):
+    """A (rows,) choice shaped to broadcast over ``data``'s rows, whatever their shape."""
+    return choice.reshape(choice.shape + (1,) * (data.ndim - 1))
+
+
 def data_program(policy: DataPolicy, sizes: np.ndarray) -> PolicyProgram:
-    """Build the per-chain data-path functions of ``policy`` for the schedule ``sizes``."""
+    """Build the per-chain data-path functions of ``policy`` for the schedule ``sizes``.
+
+    ``real``, ``model`` and ``draw_real(key, n)`` hold rows of one shape and dtype
+    (``(n, *row.shape)``); the data returned have the same."""
     rows = int(np.max(sizes)) if len(sizes) else 1
     pool_rows = policy.pool_rows(sizes) if len(sizes) else rows
     kind = policy.kind
@@ -146,7 +156,7 @@ def data_program(policy: DataPolicy, sizes: np.ndarray) -> PolicyProgram:
 
     elif kind in ("accumulate", "accumulate-subsample"):
         def init(key, real, m0):
-            pool = jnp.zeros((pool_rows, real.shape[1]), real.dtype).at[:rows].set(real)
+            pool = jnp.zeros((pool_rows, *real.shape[1:]), real.dtype).at[:rows].set(real)
             state = (pool, jnp.asarray(m0, jnp.int32))
             if kind == "accumulate":  # the fit always sees the whole pool buffer
                 return pool, _mask(pool_rows, m0), state
@@ -154,7 +164,7 @@ def data_program(policy: DataPolicy, sizes: np.ndarray) -> PolicyProgram:
 
         def step(key, state, model, m, draw_real):
             pool, filled = state
-            pool = jax.lax.dynamic_update_slice(pool, model, (filled, 0))
+            pool = jax.lax.dynamic_update_slice(pool, model, (filled,) + (0,) * (model.ndim - 1))
             filled = filled + m
             if kind == "accumulate":
                 return pool, _mask(pool_rows, filled), (pool, filled)
@@ -172,7 +182,7 @@ def data_program(policy: DataPolicy, sizes: np.ndarray) -> PolicyProgram:
             # a uniformly random ordering of D_0's valid rows: distinct points each generation
             scores = jnp.where(jnp.arange(rows) < m0, jax.random.uniform(key, (rows,)), 2.0)
             order = jnp.argsort(scores)
-            take_real = (jnp.arange(rows) < _real_count(fraction, m))[:, None]
+            take_real = _per_row(jnp.arange(rows) < _real_count(fraction, m), model)
             return jnp.where(take_real, real[order], model), _mask(rows, m), state
 
     elif kind == "fresh-real":
@@ -182,7 +192,7 @@ def data_program(policy: DataPolicy, sizes: np.ndarray) -> PolicyProgram:
             return real, _mask(rows, m0), ()
 
         def step(key, state, model, m, draw_real):
-            take_real = (jnp.arange(rows) < _real_count(fraction, m))[:, None]
+            take_real = _per_row(jnp.arange(rows) < _real_count(fraction, m), model)
             return jnp.where(take_real, draw_real(key, rows), model), _mask(rows, m), state
 
     else:  # mix
@@ -194,7 +204,7 @@ def data_program(policy: DataPolicy, sizes: np.ndarray) -> PolicyProgram:
         def step(key, state, model, m, draw_real):
             previous, previous_count = state
             source_key, resample_key, real_key = jax.random.split(key, 3)
-            source = jax.random.categorical(source_key, log_weights, shape=(rows,))[:, None]
+            source = _per_row(jax.random.categorical(source_key, log_weights, shape=(rows,)), model)
             picks = jnp.floor(jax.random.uniform(resample_key, (rows,)) * previous_count).astype(jnp.int32)
             resampled = previous[jnp.minimum(picks, previous_count - 1)]
             data = jnp.where(source == 0, model, jnp.where(source == 1, resampled, draw_real(real_key, rows)))

@@ -3,7 +3,9 @@
 Generation n = 0 draws D_0 from p_0; every later step samples the current model, lets the
 data policy build D_n and fits generation n + 1. Families whose fit is iterative (EM)
 start from the previous generation's parameters when they offer ``Family.refit``
-(generation 1, fitted to D_0, always uses ``Family.fit``).
+(generation 1, fitted to D_0, always uses ``Family.fit``). Data are rows of the family's
+``Family.row`` (any shape and dtype: float vectors, integer tokens, images); the buffers
+are built from it, and the samplers are checked against it when the program is built.
 
 Example:
     >>> import jax.numpy as jnp, numpy as np
@@ -13,7 +15,9 @@ Example:
     ...     family, DataPolicy("replace"), np.array([50, 50, 50]), normal_initial(0.0, 1.0).sampler(1),
     ...     GaussianParams(jnp.zeros(1), jnp.eye(1)), metrics=lambda p: {"sigma2": p.cov[0, 0]},
     ...     metric_names=("sigma2",))
-    >>> simulate(program, num_chains=16, num_generations=3).summary("sigma2")["mean"].shape
+    >>> program.num_generations
+    3
+    >>> simulate(program, num_chains=16).summary("sigma2")["mean"].shape
     (4,)
 """
 
@@ -26,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._random import key_from_words
+from ._validation import ConfigError, require_int
 from .engine import ChainProgram
 from .families.base import Family
 from .policies import DataPolicy, data_program
@@ -44,17 +49,33 @@ def data_path_program(
     metric_names: tuple[str, ...],
     bytes_per_chain: int | None = None,
     preferred_chunk: int | None = None,
+    num_generations: int | None = None,
 ) -> ChainProgram:
     """A chain that samples ``family``, builds D_n with ``policy`` and refits, for the
     schedule ``sizes`` (M_0..M_{G-1}); ``sample_initial(key, n)`` draws D_0 from p_0.
+    Both samplers must return ``(n, *family.row.shape)`` arrays of the row's dtype
+    (checked here, abstractly, so a mismatch is a ``ConfigError``, not a failed trace).
 
-    ``bytes_per_chain`` defaults to the data buffers' size plus the parameters';
-    ``preferred_chunk`` is passed to the engine (see :class:`ChainProgram`)."""
+    ``num_generations`` (default ``len(sizes)``) is the program's G; a study with G = 0
+    may pass a placeholder schedule (its one size shapes the buffers) with
+    ``num_generations=0``. ``bytes_per_chain`` defaults to the data buffers' size plus
+    the parameters'; ``preferred_chunk`` is passed to the engine (see :class:`ChainProgram`)."""
+    if num_generations is None:
+        num_generations = len(sizes)
+    num_generations = require_int("num_generations", num_generations, 0)
+    if num_generations > len(sizes):
+        raise ConfigError(f"num_generations must be <= {len(sizes)} (the schedule's sample sizes M_0..M_(G-1)); "
+                          f"got {num_generations}")
     sizes_np = np.asarray(sizes) if len(sizes) else np.array([2], np.int64)
     sizes_device = jnp.asarray(sizes_np, jnp.int32)
     program = data_program(policy, sizes_np)
     rows = int(np.max(sizes_np))
-    dim = family.dim
+    # canonical: a float64 row means float32 unless x64 is on, like every array JAX builds
+    row = jax.ShapeDtypeStruct(family.row.shape, jax.dtypes.canonicalize_dtype(family.row.dtype))
+    _check_rows("sample_initial(key, n)", jax.eval_shape(lambda key: sample_initial(key, rows), jax.random.key(0)),
+                rows, row)
+    _check_rows("family.sample(key, params, n)",
+                jax.eval_shape(lambda key: family.sample(key, initial_params, rows), jax.random.key(0)), rows, row)
     refit = family.refit
 
     def first(keys, state, params, m):
@@ -83,13 +104,15 @@ def data_path_program(
 
     def initial_state():
         shapes = jax.eval_shape(
-            lambda key: program.init(key, jnp.zeros((rows, dim)), sizes_device[0])[2], jax.random.key(0)
+            lambda key: program.init(key, jnp.zeros((rows, *row.shape), row.dtype), sizes_device[0])[2],
+            jax.random.key(0),
         )
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     if bytes_per_chain is None:
         param_bytes = sum(np.size(leaf) * 8 for leaf in jax.tree.leaves(initial_params))
-        bytes_per_chain = 4 * dim * (8 * rows + 2 * policy.pool_rows(sizes_np)) + param_bytes
+        row_bytes = family.dim * row.dtype.itemsize
+        bytes_per_chain = row_bytes * (8 * rows + 2 * policy.pool_rows(sizes_np)) + param_bytes
     return ChainProgram(
         initial_params=initial_params,
         initial_state=initial_state,
@@ -99,4 +122,15 @@ def data_path_program(
         metric_names=tuple(metric_names),
         words_per_step=2,
         preferred_chunk=preferred_chunk,
+        num_generations=num_generations,
     )
+
+
+def _check_rows(what: str, produced, rows: int, row: jax.ShapeDtypeStruct) -> None:
+    """``produced`` (the abstract value a sampler returns for ``rows`` rows) must hold
+    rows of the family's ``row``: the data buffers are built from it."""
+    expected = (rows, *row.shape)
+    if not isinstance(produced, jax.ShapeDtypeStruct) or (produced.shape, produced.dtype) != (expected, row.dtype):
+        got = f"{produced.shape} {produced.dtype}" if isinstance(produced, jax.ShapeDtypeStruct) else repr(produced)
+        raise ConfigError(f"{what} must return rows of the family's row, shape {expected} {row.dtype} for n = {rows}; "
+                          f"got {got}")

@@ -43,8 +43,10 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ._random import key_from_words, normals_from_words
 from ._validation import ConfigError, nested_tuple, require_choice, require_int, require_positive
+from .check import Curve
 from .engine import ChainProgram
 from .policies import DataPolicy, parse_policy
+from .studies.base import ChainStudy
 from .theory import regression as theory
 
 __all__ = [
@@ -91,7 +93,7 @@ def _as_matrix(name: str, value) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class RegressionStudy:
+class RegressionStudy(ChainStudy):
     """Everything that defines a regression chain; chains and seed are run settings.
 
     ``design_matrix`` (a user's shared design) and ``true_weights`` are stored as
@@ -310,6 +312,7 @@ class RegressionStudy:
             bytes_per_chain=int(jnp.dtype(dtype).itemsize * floats + 4 * words_per_step),
             metric_names=METRICS,
             words_per_step=words_per_step,
+            num_generations=self.generations,
         )
 
     # -- theory and reports ----------------------------------------------------------
@@ -341,8 +344,6 @@ class RegressionStudy:
         DISAGREEING: an honest finding about what the formula describes (an average over
         designs), not a bug in the simulation.
         """
-        from .check import Curve
-
         exact = self.exact_moments()
         shared = self.design == "shared"
         formula = "exact (fixed design)" if shared else "exact (random design)"
@@ -389,6 +390,11 @@ class RegressionStudy:
 
     def summary_metrics(self) -> tuple[str, ...]:
         return METRICS
+
+    def write_figures(self, result, settings, folder) -> list[str]:
+        from .plots import write_study_figures
+
+        return write_study_figures(self, settings, result, folder)
 
     def to_json(self) -> dict:
         return {

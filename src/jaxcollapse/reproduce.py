@@ -1,8 +1,9 @@
 """Reproduce the paper: every figure the families support, in one folder and one report.
 
 ``jaxcollapse reproduce --out DIR [--scale quick|paper] [--opt-checkpoint CKPT]`` runs one
-section per figure group, each an ordinary run folder ``DIR/<section>`` written by the
-same command a user would type (its command line is in the report), then writes
+section per figure group, each an ordinary run folder ``DIR/<section>`` built from the
+study registry (:mod:`jaxcollapse.studies`) exactly as the command a user would type
+(its command line is in the report), then writes
 ``DIR/report.md``: per section what the paper shows, the command, the figures, and the
 theory checks (every formula against the simulation, with the ones it contradicts named)
 or the per-generation numbers of the learned models.
@@ -19,16 +20,17 @@ are kept, VAE and language-model runs resume at their last finished generation.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import studies
 from ._files import atomic_text
 from ._validation import ConfigError, require_choice
+from .studies.base import render_command_line
 
 __all__ = ["SCALES", "Section", "sections", "reproduce"]
 
@@ -37,20 +39,23 @@ SCALES = ("quick", "paper")
 
 @dataclass(frozen=True)
 class Section:
-    """One figure group: the folder name, a title, what the paper shows, the command line
-    (without ``--out``), the figures it writes, and why it is skipped (None: it runs)."""
+    """One figure group: the folder name, a title, what the paper shows, the study
+    command and its settings (the options of :mod:`jaxcollapse.studies`, as a sweep's
+    keys), the figures it writes, and why it is skipped (None: it runs)."""
 
     name: str
     title: str
     paper: str
-    argv: tuple[str, ...]
-    figures: tuple[str, ...]
+    command: str
+    settings: dict = field(default_factory=dict)
+    figures: tuple[str, ...] = ()
     skipped: str | None = None
-    sweep: str | None = None  # a sweep's TOML: argv is then ("sweep",) and the figure drawn from its table
+    sweep: str | None = None  # a sweep's TOML: command is then "sweep" and the figure drawn from its table
 
     @property
-    def command(self) -> str:
-        return self.argv[0]
+    def argv(self) -> list[str]:
+        """The command line a user would type (without ``--out``)."""
+        return render_command_line(self.command, self.settings)
 
 
 def sections(scale: str = "quick", opt_checkpoint: str | None = None) -> list[Section]:
@@ -63,14 +68,14 @@ def sections(scale: str = "quick", opt_checkpoint: str | None = None) -> list[Se
     quick = scale == "quick"
 
     def chains(quick_count, paper_count):
-        return ("--chains", str(quick_count if quick else paper_count))
+        return {"chains": quick_count if quick else paper_count}
 
-    gaussian_size = ("--samples", "100", "--generations", "200" if quick else "1000")
-    def lm(preset: str, *quick_flags: str, penalty: str = "1") -> tuple[str, ...]:
+    gaussian_size = {"samples": 100, "generations": 200 if quick else 1000}
+
+    def lm(preset: str, penalty: float = 1, **quick_settings) -> dict:
         if quick:
-            return ("lm", *quick_flags, "--repetition-penalty", penalty, "--no-progress")
-        return ("lm", "--preset", preset, "--model", opt_checkpoint or "",
-                "--repetition-penalty", penalty, "--no-progress")
+            return {**quick_settings, "repetition_penalty": penalty, "no_progress": True}
+        return {"preset": preset, "model": opt_checkpoint or "", "repetition_penalty": penalty, "no_progress": True}
 
     lm_skipped = None if quick or opt_checkpoint else (
         "--scale paper needs --opt-checkpoint DIR, a local facebook/opt-125m (config.json, model.safetensors, "
@@ -83,66 +88,62 @@ def sections(scale: str = "quick", opt_checkpoint: str | None = None) -> list[Se
         Section("figure12-gaussian-estimation", "Figure 12: estimating N(0, 1) from M points",
                 "The mean estimate and its standard deviation from 10,000 repetitions for M from 10 to 10^7: "
                 "even 10^7 points leave an error of order 10^-4 (the standard deviation falls as 1/sqrt(M)).",
-                ("sweep",), ("figure12.png",), sweep=(
+                "sweep", {}, ("figure12.png",), sweep=(
                     f'command = "gaussian"\n[base]\nchains = {repeats}\ngenerations = 1\nestimator = "unbiased"\n'
                     f'figure-samples = ""\n[grid]\nsamples = {sizes}\n')),
         Section("figure3-discrete", "Figure 3: discrete distributions lose their tails",
                 "A histogram of a Gaussian mixture (means -4 and 4, variance 1) and a fat-tailed variant; "
                 "after resampling M points, bins of probability below 1/M vanish, and chains end absorbed "
                 "in one state, state i with probability p0[i].",
-                ("discrete", "--init", "mixture", "--samples", "100", "--generations", "200" if quick else "1000",
-                 *chains(2000, 100_000), "--check"), ("figure3.png", "collapse.png", "absorption.png")),
+                "discrete", {"init": "mixture", "samples": 100, "generations": 200 if quick else 1000,
+                             **chains(2000, 100_000), "check": True}, ("figure3.png", "collapse.png", "absorption.png")),
         Section("figure4-gaussian-replace", "Figure 4: 1-D Gaussian, each model fitted to its parent's samples",
                 "Single chains for M in {100, 500, 1000, 10000}: mean and standard deviation drift like a "
                 "random walk; the variance collapses and the W2 risk grows linearly in n.",
-                ("gaussian", *gaussian_size, *chains(10_000, 100_000), "--estimator", "mle", "--check"),
+                "gaussian", {**gaussian_size, **chains(10_000, 100_000), "estimator": "mle", "check": True},
                 ("trajectories.png", "risk.png")),
         Section("figure5-gaussian-accumulate-subsample",
                 "Figure 5: 1-D Gaussian, a fixed-size sample from the pool of every generation's data",
                 "The parameters jump around: the pool mixes every ancestor's samples.",
-                ("gaussian", *gaussian_size, *chains(1000, 1000), "--estimator", "mle",
-                 "--regime", "accumulate-subsample", "--check"), ("trajectories.png", "risk.png")),
+                "gaussian", {**gaussian_size, **chains(1000, 1000), "estimator": "mle",
+                             "regime": "accumulate-subsample", "check": True}, ("trajectories.png", "risk.png")),
         Section("figure6-gaussian-accumulate", "Figure 6: 1-D Gaussian, fitted to the whole pool",
                 "The estimates settle: the data grow linearly and the risk stays bounded.",
-                ("gaussian", *gaussian_size, *chains(10_000, 100_000), "--estimator", "mle",
-                 "--regime", "accumulate", "--check"), ("trajectories.png", "risk.png")),
+                "gaussian", {**gaussian_size, **chains(10_000, 100_000), "estimator": "mle",
+                             "regime": "accumulate", "check": True}, ("trajectories.png", "risk.png")),
         Section("figure7-13-gmm", "Figures 7 and 13: Gaussian mixtures refitted by EM",
                 "Two Gaussians separated by a 2-component GMM on 1000 points per generation: by generation 50 "
                 "the fitted mixture misperceives them, by 2000 it is nearly a point; the L2 distance to "
                 "GMM_0 grows (Figure 13, several sample sizes).",
-                ("gmm", "--samples", "1000", "--generations", "100" if quick else "2050", *chains(16, 64),
-                 "--iterations", "20" if quick else "100", "--check"), ("figure7.png", "figure13.png", "metrics.png")),
+                "gmm", {"samples": 1000, "generations": 100 if quick else 2050, **chains(16, 64),
+                        "iterations": 20 if quick else 100, "check": True}, ("figure7.png", "figure13.png", "metrics.png")),
         Section("figure8-9-vae", "Figures 8 and 9: VAEs trained on their predecessor's samples",
                 "Under the generation-0 encoder the latents of later generations' samples concentrate at the "
                 "mean (Figure 8); the digits get entangled into one blurred mode (Figure 9).",
-                (("vae", "--dataset", "digits", "--generations", "3", "--runs", "2", "--epochs", "10")
-                 if quick else ("vae", "--dataset", "mnist5k", "--generations", "5", "--runs", "5", "--epochs", "30")),
+                "vae", ({"dataset": "digits", "generations": 3, "runs": 2, "epochs": 10} if quick
+                        else {"dataset": "mnist5k", "generations": 5, "runs": 5, "epochs": 30}),
                 ("figure8.png", "figure9.png")),
         Section("figure10-11-15-lm", "Figures 10(a), 11 and 15: a language model fine-tuned on its own text",
                 "OPT-125m on wikitext-2, 5 epochs, no original data kept: test perplexity rises from about 20 to "
                 "28 over generations (Figure 10(a)); the generation-0 model finds later generations' text more "
                 "likely yet with a longer tail (Figures 11, 15). " + lm_quick,
-                lm("paper-no-real"), ("figure10_test_perplexity.png", "figure11_synthetic_perplexity.png",
+                "lm", lm("paper-no-real"), ("figure10_test_perplexity.png", "figure11_synthetic_perplexity.png",
                                       "figure15_synthetic_perplexity_3d.png"), skipped=lm_skipped),
         Section("figure10b-lm-10pct-real", "Figure 10(b): 10 % of the original data kept",
                 "10 epochs with a random 10 % of the real blocks in every generation: only minor degradation. "
-                + lm_quick, lm("paper-10pct-real", "--real-fraction", "0.1"),
+                + lm_quick, "lm", lm("paper-10pct-real", real_fraction=0.1),
                 ("figure10_test_perplexity.png",), skipped=lm_skipped),
         Section("figure14-lm-penalty", "Figure 14: with a repetition penalty of 2",
                 "Discouraging repeats makes the models write lower-scored text: perplexity doubles, collapse "
-                "stays. " + lm_quick, lm("paper-no-real", penalty="2"), ("figure14_synthetic_perplexity.png",),
+                "stays. " + lm_quick, "lm", lm("paper-no-real", penalty=2), ("figure14_synthetic_perplexity.png",),
                 skipped=lm_skipped),
     ]
-
-
-from .sweep import SWEEP_COMMANDS as _CHAIN_COMMANDS  # noqa: E402  (the run kinds with run folders)
 
 
 def reproduce(out, *, scale: str = "quick", opt_checkpoint: str | None = None, only: tuple[str, ...] = (),
               stream=None) -> Path:
     """Run every section (or the ``only`` ones, by name prefix) into ``out`` and write
     ``out/report.md``; returns its path."""
-    from .cli import main
     from .sweep import run_sweep
 
     stream = sys.stderr if stream is None else stream
@@ -160,34 +161,43 @@ def reproduce(out, *, scale: str = "quick", opt_checkpoint: str | None = None, o
             print(f"{head}: skipped ({section.skipped})", file=stream, flush=True)
             outcomes[section.name] = section.skipped
             continue
+        tick = time.perf_counter()
         if section.sweep is not None:
-            tick = time.perf_counter()
             folder.mkdir(parents=True, exist_ok=True)
             atomic_text(folder / "sweep.toml", section.sweep)
             table = run_sweep(folder / "sweep.toml", folder, figures=False, stream=io.StringIO())
             _estimation_figure(table, folder / "figure12.png")
-            print(f"{head}: done in {time.perf_counter() - tick:.0f} s", file=stream, flush=True)
-            outcomes[section.name] = None
-            continue
-        if section.command in _CHAIN_COMMANDS and (folder / "summary.csv").is_file():
-            print(f"{head}: finished earlier", file=stream, flush=True)
-            outcomes[section.name] = None
-            continue
-        tick = time.perf_counter()
-        argv = list(section.argv) + ["--out", str(folder)]
-        if section.command in _CHAIN_COMMANDS:
-            argv.append("--no-progress")
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            code = main(argv)
-        if code != 0:
-            raise ConfigError(f"section {section.name} failed (exit status {code}): {' '.join(argv)}")
-        atomic_text(folder / "printed.txt", printed.getvalue())
+        else:
+            study_command = studies.command(section.command)
+            if study_command.run is None and (folder / "summary.csv").is_file():
+                print(f"{head}: finished earlier", file=stream, flush=True)
+                outcomes[section.name] = None
+                continue
+            atomic_text(folder / "printed.txt", _run_section(study_command, section, folder))
         print(f"{head}: done in {time.perf_counter() - tick:.0f} s", file=stream, flush=True)
         outcomes[section.name] = None
     report = out / "report.md"
     atomic_text(report, _report(chosen, out, scale, outcomes))
     return report
+
+
+def _run_section(study_command, section: Section, folder: Path) -> str:
+    """Run a section's study into ``folder`` as its command line would (quietly); returns
+    what that command prints."""
+    import dataclasses
+
+    from .check import format_check
+    from .runs import run_command
+
+    try:
+        values = study_command.values(section.settings)
+        study, settings = study_command.build(values)
+    except ConfigError as error:
+        raise ConfigError(f"section {section.name} failed: {error}: {' '.join(section.argv)}") from None
+    settings = dataclasses.replace(settings, progress=False)
+    outcome = run_command(study, settings, folder, figures=not values["no_figures"])
+    printed = list(outcome.lines) + ([format_check(outcome.rows)] if values.get("check") else [])
+    return "".join(line + "\n" for line in printed)
 
 
 def _generation_one(table: Path) -> list[tuple[int, float, float]]:

@@ -2,7 +2,7 @@
 
 A sweep is described by a TOML file::
 
-    command = "gaussian"          # any chain run kind: gaussian, discrete, gmm, kde, regression
+    command = "gaussian"          # any study command: gaussian, discrete, gmm, kde, regression, vae, lm
 
     [base]                        # settings shared by every cell (the command's flags)
     chains = 10000
@@ -16,10 +16,13 @@ A sweep is described by a TOML file::
     samples = 50
     regime = "accumulate"
 
-Keys are the command's flags without the dashes (``chunk-size`` or ``chunk_size``);
-``true`` switches a flag on (``x64 = true``), lists become comma-separated values.
-Each cell runs exactly as ``jaxcollapse COMMAND --flags --out DIR/cells/NAME`` would, so a
-cell folder is a run folder like any other (``rerun``, ``resume``). ``DIR/cells.csv``
+Keys are the command's settings, its flags without the dashes (``chunk-size`` or
+``chunk_size``); ``true`` switches a flag on (``x64 = true``), lists are read as
+comma-separated values. Every cell's study is built (and so checked) from the study
+registry (:mod:`jaxcollapse.studies`) before any cell runs; each cell then runs exactly as
+``jaxcollapse COMMAND --flags --out DIR/cells/NAME`` would, so a cell folder is a run
+folder like any other (``rerun``, ``resume``), and a cell's ``x64`` holds for that cell
+alone. ``DIR/cells.csv``
 lists every cell and its settings, ``DIR/summary.csv`` (and ``summary.parquet`` where
 pyarrow is installed) is one tidy table of every cell's per-generation summary, with the
 cell's name and the settings that vary across cells as columns ``cell_<setting>``.
@@ -33,8 +36,8 @@ persistent compilation cache (``DIR/xla-cache`` unless one is configured already
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -47,42 +50,41 @@ from pathlib import Path
 
 import jax
 
+from . import studies
 from ._files import atomic_bytes, atomic_text
 from ._validation import ConfigError
+from .runs import run_command
+from .studies.base import render_command_line
+from .tables import csv_text
 
 __all__ = ["SweepCell", "load_sweep", "run_sweep", "SWEEP_COMMANDS"]
 
-SWEEP_COMMANDS = ("gaussian", "discrete", "gmm", "kde", "regression")
 _RESERVED = ("out", "force")
+
+
+def __getattr__(name):
+    if name == "SWEEP_COMMANDS":  # every study command of the registry, found when asked
+        return tuple(studies.commands())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
 class SweepCell:
-    """One cell: its folder name, the settings that vary across cells, and all of its flags."""
+    """One cell: its folder name, the settings that vary across cells, and all of its settings."""
 
     name: str
     varying: dict
     settings: dict
 
     def argv(self, command: str) -> list[str]:
-        """The command line of this cell (without ``--out``)."""
-        args = [command]
-        for key, value in self.settings.items():
-            flag = "--" + key.replace("_", "-")
-            if value is True:
-                args.append(flag)
-            elif value is False or value is None:
-                continue
-            elif isinstance(value, (list, tuple)):
-                args += [flag, ",".join(str(v) for v in value)]
-            else:
-                args += [flag, str(value)]
-        return args
+        """The command line of this cell (without ``--out``), for people: cells are built
+        from their settings, never from this text."""
+        return render_command_line(command, self.settings)
 
 
 def load_sweep(path) -> tuple[str, list[SweepCell]]:
-    """The command and the cells of the sweep file at ``path`` (every cell's flags are
-    checked by the command's parser before anything runs).
+    """The command and the cells of the sweep file at ``path``; every cell's settings are
+    checked, and its study built, before anything runs.
 
     >>> import tempfile, pathlib
     >>> file = pathlib.Path(tempfile.mkdtemp()) / "sweep.toml"
@@ -94,15 +96,22 @@ def load_sweep(path) -> tuple[str, list[SweepCell]]:
     path = Path(path)
     try:
         blob = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"sweep file {path} cannot be read: {error}") from error
+    known = studies.commands()
     command = blob.get("command")
-    if command not in SWEEP_COMMANDS:
-        raise ConfigError(f"sweep command must be one of {', '.join(SWEEP_COMMANDS)}; got {command!r}")
+    if command not in known:
+        raise ConfigError(f"sweep command must be one of {', '.join(known)}; got {command!r}")
     unknown = set(blob) - {"command", "base", "grid", "cells"}
     if unknown:
         raise ConfigError(f"sweep file {path}: unknown sections {sorted(unknown)}; use command, base, grid, cells")
     base, grid, listed = blob.get("base", {}), blob.get("grid", {}), blob.get("cells", [])
+    for section, value, kind in (("base", base, dict), ("grid", grid, dict), ("cells", listed, list)):
+        if not isinstance(value, kind):
+            raise ConfigError(f"sweep file {path}: {section} must be a "
+                              f"{'table' if kind is dict else 'list of tables ([[cells]])'}; got {value!r}")
+    if not all(isinstance(extra, dict) for extra in listed):
+        raise ConfigError(f"sweep file {path}: every [[cells]] entry must be a table; got {listed!r}")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key} must be a non-empty list of values; got {values!r}")
@@ -119,7 +128,8 @@ def load_sweep(path) -> tuple[str, list[SweepCell]]:
         label = "-".join(f"{_key(k)}={_label(v)}" for k, v in varying.items())
         name = f"{index:03d}" + (f"-{label}" if label else "")
         cells.append(SweepCell(name, {_key(k): v for k, v in varying.items()}, settings))
-    _check_flags(command, cells)
+    for cell in cells:
+        _build_cell(known[command], cell)
     return command, cells
 
 
@@ -132,18 +142,20 @@ def _label(value) -> str:
     return "".join(c if c.isalnum() or c in ".,:=+" else "_" for c in text)[:40]
 
 
-def _check_flags(command: str, cells: list[SweepCell]) -> None:
-    from .cli import build_parser
-
-    parser = build_parser()
-    for cell in cells:
-        errors = io.StringIO()
+def _build_cell(study_command, cell: SweepCell):
+    """(study, settings, values) of a cell, from the registry; a bad setting names the cell."""
+    try:
+        values = study_command.values(cell.settings)
+        precision = bool(jax.config.jax_enable_x64)
         try:
-            with contextlib.redirect_stderr(errors):
-                parser.parse_args(cell.argv(command) + ["--out", "x"])
-        except SystemExit:
-            message = errors.getvalue().strip().splitlines()[-1] if errors.getvalue().strip() else "bad flags"
-            raise ConfigError(f"sweep cell {cell.name}: {message}") from None
+            if study_command.chains:
+                jax.config.update("jax_enable_x64", bool(values["x64"]))
+            study, settings = study_command.build(values)
+        finally:
+            jax.config.update("jax_enable_x64", precision)
+    except ConfigError as error:
+        raise ConfigError(f"sweep cell {cell.name}: {error}") from None
+    return study, settings, values
 
 
 def _enable_compilation_cache(folder: Path) -> None:
@@ -155,10 +167,9 @@ def _enable_compilation_cache(folder: Path) -> None:
 def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=None) -> Path:
     """Run every cell of the sweep file ``config`` into ``out``; returns the tidy table's
     path. Finished cells are skipped; ``force`` starts the whole sweep over."""
-    from .cli import main
-
     stream = sys.stderr if stream is None else stream
     command, cells = load_sweep(config)
+    study_command = studies.command(command)
     out = Path(out)
     if force and out.exists():
         for name in ("cells", "summary.csv", "summary.parquet", "cells.csv", "sweep.toml", "sweep.json"):
@@ -177,31 +188,47 @@ def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=
     for index, cell in enumerate(cells):
         folder = out / "cells" / cell.name
         head = f"[sweep {index + 1}/{len(cells)}] {cell.name}"
-        if (folder / "summary.csv").is_file():
+        if _finished(study_command, folder):
             print(f"{head}: finished earlier", file=stream, flush=True)
             continue
         tick = time.perf_counter()
-        argv = cell.argv(command) + ["--out", str(folder)] + ([] if figures else ["--no-figures"])
-        if "progress" not in cell.settings:
-            argv.append("--no-progress")
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-        if code != 0:
-            raise ConfigError(f"sweep cell {cell.name} failed (exit status {code}); its folder is {folder}")
+        _run_cell(study_command, cell, folder, figures)
         done_now += 1
-        remaining = sum(not (out / "cells" / c.name / "summary.csv").is_file() for c in cells[index + 1:])
+        remaining = sum(not _finished(study_command, out / "cells" / c.name) for c in cells[index + 1:])
         pace = (time.perf_counter() - started) / done_now
         print(f"{head}: done in {time.perf_counter() - tick:.1f} s; {remaining} left, about {pace * remaining:.0f} s",
               file=stream, flush=True)
     return _write_tables(out, cells)
 
 
-def _write_tables(out: Path, cells: list[SweepCell]) -> Path:
-    from .runs import _csv_text as _csv
+def _finished(study_command, folder: Path) -> bool:
+    """A chain cell is finished once its summary.csv exists (written last); a host-driven
+    one (VAE, language model) rewrites its summary as it goes, so it is asked to resume,
+    which redoes no finished stage."""
+    return study_command.run is None and (folder / "summary.csv").is_file()
 
+
+def _run_cell(study_command, cell: SweepCell, folder: Path, figures: bool) -> None:
+    """One cell, as its command would run it (quiet unless the cell asks for progress), in
+    the cell's own float precision, restored after: no cell's ``x64`` leaks into the next."""
+    precision = bool(jax.config.jax_enable_x64)
+    try:
+        study, settings, values = _build_cell(study_command, cell)
+        if not {"progress", "no_progress"} & set(cell.settings):
+            settings = dataclasses.replace(settings, progress=False)
+        if study_command.chains:
+            jax.config.update("jax_enable_x64", bool(values["x64"]))
+        run_command(study, settings, folder, figures=figures and not values["no_figures"])
+    except ConfigError as error:
+        raise ConfigError(f"sweep cell {cell.name} failed ({error}); its folder is {folder}") from None
+    finally:
+        jax.config.update("jax_enable_x64", precision)
+
+
+def _write_tables(out: Path, cells: list[SweepCell]) -> Path:
     keys = list(dict.fromkeys(key for cell in cells for key in cell.settings))
     cell_rows = [[cell.name] + [_text(cell.settings.get(key)) for key in keys] for cell in cells]
-    atomic_text(out / "cells.csv", _csv(["cell"] + keys, cell_rows))
+    atomic_text(out / "cells.csv", csv_text(["cell"] + keys, cell_rows))
     varying = list(dict.fromkeys(key for cell in cells for key in cell.varying))
     # the settings that vary are columns cell_<key>: a summary has columns of the same
     # name with another meaning (``samples`` is M_n per generation, not the flag)
@@ -214,7 +241,7 @@ def _write_tables(out: Path, cells: list[SweepCell]) -> Path:
                 header.append(column)
         rows += [{"cell": cell.name, **{f"cell_{key}": _text(cell.varying.get(key)) for key in varying}, **row}
                  for row in table]
-    atomic_text(out / "summary.csv", _csv(header, [[row.get(column, "") for column in header] for row in rows]))
+    atomic_text(out / "summary.csv", csv_text(header, [[row.get(column, "") for column in header] for row in rows]))
     _write_parquet(out / "summary.parquet", header, rows, [f"cell_{key}" for key in varying])
     return out / "summary.csv"
 

@@ -1,10 +1,30 @@
-"""The generational-step interface every family implements."""
+"""The generational-step interface every family implements.
+
+A family's data are rows: ``Family.row`` describes one row (its shape and dtype), and a
+data set of n rows is an array of shape ``(n, *row.shape)``. Rows may be float vectors
+(the Gaussian, GMM and KDE families), blocks of integer tokens or images.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> tokens = Family(name="tokens", row=jax.ShapeDtypeStruct((8,), jnp.int32),
+    ...                 fit=None, sample=None, metrics=None)
+    >>> tokens.row.dtype, tokens.dim
+    (dtype('int32'), 8)
+    >>> Family(name="vector", dim=3, fit=None, sample=None, metrics=None).row
+    ShapeDtypeStruct(shape=(3,), dtype=float32)
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
-__all__ = ["Family", "SufficientStatistics"]
+import jax
+import jax.numpy as jnp
+
+from .._validation import ConfigError, require_int
+
+__all__ = ["Family", "SufficientStatistics", "float_row"]
 
 
 class SufficientStatistics(NamedTuple):
@@ -22,23 +42,70 @@ class SufficientStatistics(NamedTuple):
     words_per_draw: int = 6
 
 
-class Family(NamedTuple):
-    """A model family: the functional approximation F_theta and its sampler.
+def float_row(dim: int) -> jax.ShapeDtypeStruct:
+    """One row of ``dim`` floats in JAX's default float type (float32 unless x64 is on).
 
-    ``fit(key, data, weights) -> params`` fits the model to ``data`` (shape (n, d)),
-    where ``weights`` (shape (n,)) are frequency weights; 0 masks a padded slot.
-    ``sample(key, params, n) -> data`` draws n samples (n static).
-    ``metrics(params, reference) -> dict`` gives per-generation scalars against p_0.
-    ``sufficient`` is ``None`` when the family has no exact statistics sampler.
-    ``refit(key, data, weights, previous) -> params``, when given, replaces ``fit`` in a
-    chain from generation 2 on: an iterative fit (EM) may start from the previous
-    generation's parameters (generation 1 is fitted to real data with ``fit``).
+    >>> float_row(2)
+    ShapeDtypeStruct(shape=(2,), dtype=float32)
     """
+    return jax.ShapeDtypeStruct((require_int("dim", dim, 1),), jnp.result_type(float))
 
+
+def _row(row, dim) -> jax.ShapeDtypeStruct:
+    """The row spec from ``row`` or the older ``dim``: an integer in either place is a
+    vector of that many floats (``Family("name", 2, ...)`` was the positional spelling)."""
+    if row is not None and dim is not None:
+        raise ConfigError(f"give a Family its row or dim, not both; got row={row!r}, dim={dim!r}")
+    if row is None and dim is None:
+        raise ConfigError("a Family needs row (a jax.ShapeDtypeStruct of one row) or dim (a float vector's length)")
+    if row is None or not isinstance(row, jax.ShapeDtypeStruct):
+        value = dim if row is None else row
+        if isinstance(value, (tuple, list)) or not hasattr(value, "__index__"):
+            raise ConfigError(
+                f"row must be a jax.ShapeDtypeStruct describing one row (or dim an integer >= 1); got {value!r}")
+        return float_row(value)
+    return row
+
+
+class _FamilyFields(NamedTuple):
     name: str
-    dim: int
+    row: jax.ShapeDtypeStruct
     fit: Callable[[Any, Any, Any], Any]
     sample: Callable[[Any, Any, int], Any]
     metrics: Callable[[Any, Any], dict]
     sufficient: SufficientStatistics | None = None
     refit: Callable[[Any, Any, Any, Any], Any] | None = None
+
+
+class Family(_FamilyFields):
+    """A model family: the functional approximation F_theta and its sampler.
+
+    ``row`` (a ``jax.ShapeDtypeStruct``) is the shape and dtype of one data row: a data
+    set of n rows has shape ``(n, *row.shape)`` and the data policies build their buffers
+    from it. ``dim`` is the number of entries of a row (the product of its shape).
+    ``fit(key, data, weights) -> params`` fits the model to ``data``, where ``weights``
+    (shape (n,), float) are frequency weights; 0 masks a padded slot.
+    ``sample(key, params, n) -> data`` draws n rows (n static).
+    ``metrics(params, reference) -> dict`` gives per-generation scalars against p_0.
+    ``sufficient`` is ``None`` when the family has no exact statistics sampler.
+    ``refit(key, data, weights, previous) -> params``, when given, replaces ``fit`` in a
+    chain from generation 2 on: an iterative fit (EM) may start from the previous
+    generation's parameters (generation 1 is fitted to real data with ``fit``).
+
+    The constructor also takes ``dim=d`` instead of ``row`` (and an integer in ``row``'s
+    position), the spelling from before rows had a dtype: a row of d floats, as
+    :func:`float_row` builds it. ``_replace`` keeps the row as it is.
+    """
+
+    __slots__ = ()
+
+    # A __new__ on a subclass: typing.NamedTuple forbids overriding __new__ in its own
+    # body, and the keyword ``dim`` is no field (it would duplicate the row).
+    def __new__(cls, name, row=None, fit=None, sample=None, metrics=None, sufficient=None, refit=None, *,
+                dim=None):
+        return super().__new__(cls, name, _row(row, dim), fit, sample, metrics, sufficient, refit)
+
+    @property
+    def dim(self) -> int:
+        """Entries of one row: d for a vector of d floats, H * W * C for an image."""
+        return math.prod(self.row.shape)

@@ -28,7 +28,7 @@ from scipy import stats as scipy_stats
 
 from .._random import WORDS_PER_DRAW, gamma_from_draws, key_from_words, normals_from_words, uniforms_from_words, wishart_scatter
 from .._validation import ConfigError, require_choice, require_covariance, require_finite, require_int
-from .base import Family, SufficientStatistics
+from .base import Family, SufficientStatistics, float_row
 
 __all__ = ["GaussianParams", "GaussianStats", "GaussianReference", "gaussian", "gaussian_reference", "ESTIMATORS"]
 
@@ -220,7 +220,7 @@ def gaussian(dim: int = 1, estimator: str = "unbiased") -> Family:
 
     return Family(
         name="gaussian",
-        dim=dim,
+        row=float_row(dim),
         fit=fit,
         sample=_sample,
         metrics=_metrics,

@@ -47,7 +47,7 @@ from jax.scipy.special import logsumexp
 
 from .._counts import categorical
 from .._validation import require_choice, require_int, require_positive
-from .base import Family
+from .base import Family, float_row
 
 __all__ = [
     "GMMParams", "GMMReference", "gmm", "gmm_params", "gmm_reference", "gaussian_overlap", "l2_distance",
@@ -319,7 +319,7 @@ def gmm(
         del key  # a warm start is deterministic
         return _em(data, weights, previous, iterations, covariance_type, reg_covar)
 
-    return Family(name="gmm", dim=dim, fit=fit, sample=sample, metrics=metrics,
+    return Family(name="gmm", row=float_row(dim), fit=fit, sample=sample, metrics=metrics,
                   refit=refit if init == "previous" else None)
 
 

@@ -59,7 +59,7 @@ from scipy import stats as scipy_stats
 
 from .._counts import categorical
 from .._validation import ConfigError, require_int
-from .base import Family
+from .base import Family, float_row
 
 __all__ = [
     "KDEParams", "KDEReference", "kde", "kde_reference", "initial_params", "wasserstein2", "probit_quantiles",
@@ -315,7 +315,7 @@ def kde(dim: int = 1, bandwidth: float | str = "scott") -> Family:
             chol, inv_chol, log_det = _fixed_kernel(bandwidth, dim, data.dtype)
         return KDEParams(data, normalised, chol, inv_chol, log_det, jnp.zeros((), bool))
 
-    return Family(name="kde", dim=dim, fit=fit, sample=_sample, metrics=_metrics)
+    return Family(name="kde", row=float_row(dim), fit=fit, sample=_sample, metrics=_metrics)
 
 
 # ----------------------------------------------------------------------------- p_0 on the host

@@ -37,6 +37,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import jax
@@ -45,7 +46,7 @@ import numpy as np
 
 from .._files import atomic_bytes, claim_run_folder
 from .._validation import ConfigError, require_choice, require_int, require_positive
-from ..heap import keep_freed_memory
+from .._xla_cpu.heap import keep_freed_memory
 from .data import BlockSplits, load_checkpoint_tokenizer, load_corpus, numpy_rng, sample_real_fraction
 from .data import tokenize_corpus, train_bpe_tokenizer
 from .finetune import FinetuneConfig, finetune, perplexity, score_blocks
@@ -98,6 +99,8 @@ class LMStudy:
     generation_batch: int = 16
     seed: int = 0
 
+    command: ClassVar[str] = "lm"
+
     def __post_init__(self):
         require_int("generations", self.generations, 1)
         require_int("runs", self.runs, 1)
@@ -124,6 +127,13 @@ class LMStudy:
                               f"(config.json + model.safetensors); {self.model!r} is neither. Download e.g. "
                               f"facebook/opt-125m's config.json, model.safetensors, vocab.json and merges.txt "
                               f"into a folder and pass its path")
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, blob: dict) -> "LMStudy":
+        return cls(**blob)
 
     @property
     def pretrained(self) -> bool:
@@ -355,7 +365,7 @@ def run_lm(study: LMStudy, folder, *, force: bool = False, figures: bool = True,
     returns right after that stage, as an interruption would (for tests).
     """
     folder = Path(folder)
-    blob = {"format_version": FORMAT_VERSION, "command": "lm", "study": json.loads(json.dumps(asdict(study)))}
+    blob = {"format_version": FORMAT_VERSION, "command": "lm", "study": study.to_json()}
     claim_run_folder(folder, blob, force=force)
     if force and (folder / "runs").exists():
         import shutil
