@@ -29,6 +29,7 @@ from ..tables import generation_columns, metric_columns, table
 __all__ = [
     "Study", "ChainStudy", "RunSettings", "HostSettings", "Option", "StudyCommand", "RunOutcome",
     "render_command_line", "chain_options", "run_options", "run_settings", "floats", "ints", "write_host_report",
+    "host_run_options", "host_settings_from_config",
 ]
 
 
@@ -367,6 +368,21 @@ def run_options(out: str) -> tuple[Option, ...]:
         Option("checkpoint_every", None, "save the run's state to OUT/checkpoint.npz every K generations (default: "
                "every ~10%% of the run); a killed run resumes with `jaxcollapse resume OUT`", int, metavar="K"),
     )
+
+
+def host_run_options(out: str) -> tuple[Option, ...]:
+    """Options of where a host-driven study (VAE, language model) is written and how it shows progress."""
+    return (
+        Option("out", out, "run folder; an existing one of the same run resumes"),
+        Option("force", False, "start over in --out", None),
+        Option("no_figures", False, "", None),
+        Option("no_progress", False, "", None),
+    )
+
+
+def host_settings_from_config(blob: dict) -> HostSettings:
+    """A host-driven run's settings when it is resumed or rerun from config.json: the defaults."""
+    return HostSettings()
 
 
 def run_settings(values: dict, **extra) -> RunSettings:

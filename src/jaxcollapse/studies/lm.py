@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import ConfigError
-from .base import HostSettings, Option, RunOutcome, StudyCommand, write_host_report
+from .base import (
+    HostSettings, Option, RunOutcome, StudyCommand, host_run_options, host_settings_from_config, write_host_report,
+)
 
 __all__ = ["COMMAND"]
 
@@ -109,14 +111,10 @@ COMMAND = StudyCommand(
                int),
         Option("generation_batch", None, "prompts per generation call (default 16)", int),
         Option("seed", None, "", int),
-        Option("out", "results/lm", "run folder; an existing one of the same run resumes"),
-        Option("force", False, "start over in --out", None),
-        Option("no_figures", False, "", None),
-        Option("no_progress", False, "", None),
-    ),
+    ) + host_run_options("results/lm"),
     build=_build,
     from_json=_from_json,
-    settings_from_config=lambda blob: HostSettings(),
+    settings_from_config=host_settings_from_config,
     run=_run,
     chains=False,
     prepare=_programs_inline,

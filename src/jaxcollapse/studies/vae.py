@@ -10,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
-from .base import HostSettings, Option, RunOutcome, StudyCommand, write_host_report
+from .base import (
+    HostSettings, Option, RunOutcome, StudyCommand, host_run_options, host_settings_from_config, write_host_report,
+)
 
 __all__ = ["COMMAND"]
 
@@ -71,14 +73,10 @@ COMMAND = StudyCommand(
         Option("regime", "replace", "replace | real-fraction:F | accumulate"),
         Option("heldout", 500, "real images held out of training (default 500)", int),
         Option("seed", 0, "", int),
-        Option("out", "results/vae", "run folder; an existing one of the same run resumes"),
-        Option("force", False, "start over in --out", None),
-        Option("no_figures", False, "", None),
-        Option("no_progress", False, "", None),
-    ),
+    ) + host_run_options("results/vae"),
     build=_build,
     from_json=_from_json,
-    settings_from_config=lambda blob: HostSettings(),
+    settings_from_config=host_settings_from_config,
     run=_run,
     chains=False,
     rank=6,
