@@ -229,3 +229,55 @@ def test_default_segments(tmp_path, monkeypatch, generations, options, calls):
     jc.simulate(study.program(), num_chains=16, num_generations=generations, seed=0, **options)
     assert len(updates) == calls
     assert updates[-1][1] == generations
+
+
+EXECUTOR_STUDIES = {
+    "gaussian-sufficient": lambda: jc.gaussian_study(samples=12, generations=5),
+    "gaussian-data-accumulate": lambda: jc.gaussian_study(samples=12, generations=5, path="data", regime="accumulate"),
+    "discrete-counts": lambda: jc.discrete_study(samples=12, generations=5, states=5, init="uniform"),
+}
+
+
+@pytest.mark.parametrize("name", EXECUTOR_STUDIES)
+def test_the_host_and_scan_executors_give_identical_trajectories(name):
+    """One driver, two places for the generation loop: the same keys and records give the
+    same parameters and metrics, bit for bit, whatever the segments and chunks."""
+    program = EXECUTOR_STUDIES[name]().program()
+    options = dict(num_chains=40, seed=3, record="trajectories", chunk_size=16)
+    scan = jc.simulate(program, executor="scan", segment_length=2, **options)
+    host = jc.simulate(program, executor="host", segment_length=3, **options)
+    for metric in scan.metric_names:
+        np.testing.assert_array_equal(scan.trajectories[metric], host.trajectories[metric], err_msg=metric)
+    for left, right in zip(jax.tree.leaves(scan.params), jax.tree.leaves(host.params)):
+        np.testing.assert_array_equal(left, right)
+    summary = jc.simulate(program, executor="host", num_chains=40, seed=3)
+    np.testing.assert_allclose(summary.summary(scan.metric_names[0])["mean"],
+                               scan.trajectories[scan.metric_names[0]].mean(axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_the_host_executor_resumes_from_its_checkpoints_and_an_unknown_one_is_named(tmp_path, monkeypatch):
+    from jaxcollapse import _checkpoint
+
+    program = jc.gaussian_study(samples=12, generations=6).program()
+    options = dict(num_chains=40, seed=3, chunk_size=16, segment_length=2, executor="host")
+    whole = jc.simulate(program, **options)
+    path = tmp_path / "state.npz"
+    original, calls = _checkpoint.save, []
+
+    def save_then_stop(*args):
+        original(*args)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed inside the first chunk, after its second checkpoint
+
+    monkeypatch.setattr(_checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        jc.simulate(program, checkpoint=path, checkpoint_every=2, **options)
+    monkeypatch.setattr(_checkpoint, "save", original)
+    resumed = jc.simulate(program, checkpoint=path, checkpoint_every=2, **options)
+    for metric in whole.metric_names:
+        np.testing.assert_array_equal(resumed.moments[metric], whole.moments[metric])
+    with pytest.raises(jc.ConfigError, match="different run .*executor"):  # not mixed with the scan executor's
+        jc.simulate(program, checkpoint=path, checkpoint_every=2, **{**options, "executor": "scan"})
+    with pytest.raises(jc.ConfigError, match="unknown executor 'gpu'; choose one of scan, host"):
+        jc.simulate(program, num_chains=4, executor="gpu")

@@ -45,9 +45,14 @@ from ._xla_cpu.heap import keep_freed_memory
 from .distributed import is_main_process
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
 
-__all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS"]
+__all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS", "EXECUTORS"]
 
 RECORDS = ("summary", "trajectories")
+# where the generation loop runs: "scan", segments of generations in one compiled lax.scan;
+# "host", a Python loop with one compiled call per generation (a step too heavy to sit in
+# a loop body, or one whose generations need host work between them); the same keys,
+# records, chunks and checkpoints, and the same numbers (tested)
+EXECUTORS = ("scan", "host")
 # generations per segment by default (a tenth of the run, at least this many): each call
 # of the compiled segment costs a fixed time on top of its generations (measured on 2
 # cores: ~13 ms for 112 chains at K = M = 10^4, where a generation takes ~22 ms)
@@ -193,6 +198,7 @@ def simulate(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     identity: dict | None = None,
+    executor: str = "scan",
 ) -> SimulationResult:
     """Run ``num_chains`` independent chains of ``program`` for ``num_generations``.
 
@@ -216,12 +222,21 @@ def simulate(
     chunk; if the file exists when the call starts, the run resumes from it and ends
     bit-identical to an uninterrupted run. ``identity`` (JSON-able) describes the program
     (e.g. the study's settings): a checkpoint of another program or seed is refused.
+
+    ``executor`` says where the generation loop runs: ``"scan"`` (segments of generations
+    in one compiled ``lax.scan``) or ``"host"`` (a Python loop, one compiled call per
+    generation: for a step too heavy for a loop body, or generations that need host work
+    between them). Keys, records, chunks and checkpoints are the driver's: the two give
+    bit-identical trajectories (parameters and metrics, tested); summaries agree to
+    rounding (a metric's reduction may round differently inside a loop body).
     """
     num_chains = require_int("chains", num_chains, 1)
     num_generations = program.resolve_generations(num_generations)
     seed = require_int("seed", seed, 0)
     if seed >= 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32); got {seed}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if record not in RECORDS:
         raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
     unknown_final = [name for name in final_metrics if name not in program.metric_names]
@@ -274,7 +289,7 @@ def simulate(
         identity = {"program": identity, "chains": num_chains, "generations": num_generations, "seed": seed,
                     "record": record, "metrics": list(program.metric_names), "quantile_metrics": list(quantile_metrics),
                     "final_metrics": list(final_metrics), "chunk_size": chunk_size, "segment_length": segment_length,
-                    "x64": bool(jax.config.jax_enable_x64)}
+                    "x64": bool(jax.config.jax_enable_x64), "executor": executor}
 
     mesh = _chain_mesh(num_devices)
     chain_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains"))
@@ -284,9 +299,9 @@ def simulate(
     keep_trajectories = record == "trajectories"
 
     def observe(params, valid):
-        values = jax.vmap(program.metrics)(params)
         if keep_trajectories:
-            return values, params
+            return params  # metrics of a whole segment at once, after it (trajectory_metrics)
+        values = jax.vmap(program.metrics)(params)
         # the barrier makes XLA compute each metric once: otherwise it fuses a metric's
         # arithmetic (an ndtr, a log) into both moment passes and evaluates it twice
         return _record_summary(jax.lax.optimization_barrier(values), valid, quantile_metrics)
@@ -300,19 +315,43 @@ def simulate(
         carry = jax.lax.with_sharding_constraint((params, state), chain_sharding)
         return carry, observe(params, valid)
 
-    def advance(carry, chain_ids, valid, first_generation, root):
-        step = jax.vmap(program.step, in_axes=(0, 0, None))
+    step = jax.vmap(program.step, in_axes=(0, 0, None))
 
-        def stepped(carry, n):
-            return step(step_words(root, n, chain_ids, program.words_per_step), carry, n)
+    def stepped(carry, n, chain_ids, root):
+        return step(step_words(root, n, chain_ids, program.words_per_step), carry, n)
+
+    def advance(carry, chain_ids, valid, first_generation, root):
+        """The scan executor: a segment of generations in one compiled loop."""
 
         def body(carry, offset):
             n = first_generation + offset
-            carry = jax.lax.cond(n < num_generations, stepped, lambda c, n: c, carry, n)
+            carry = jax.lax.cond(n < num_generations, lambda c, n: stepped(c, n, chain_ids, root), lambda c, n: c, carry, n)
             return carry, observe(carry[0], valid)
 
         carry, records = jax.lax.scan(body, carry, jnp.arange(segment_length))
         return jax.lax.with_sharding_constraint(carry, chain_sharding), records
+
+    def generation(carry, chain_ids, valid, n, root):
+        """The host executor's compiled call: one generation, outside any loop."""
+        carry = jax.lax.with_sharding_constraint(stepped(carry, n, chain_ids, root), chain_sharding)
+        return carry, observe(carry[0], valid)
+
+    def advance_on_host(carry, chain_ids, valid, first_generation, root):
+        """The host executor: a segment's generations one compiled call each, in Python;
+        a segment past G repeats its last record, as the scan's does."""
+        first = int(first_generation)
+        records = []
+        for n in range(first, min(first + segment_length, num_generations)):
+            carry, record = generation_jit(carry, chain_ids, valid, jnp.int32(n), root)
+            records.append(record)
+        records += records[-1:] * (segment_length - len(records))
+        return carry, jax.tree.map(lambda *xs: jnp.stack(xs), *records)
+
+    def trajectory_metrics(params):
+        """(metrics, params) of a segment's (or generation 0's) recorded parameters: one
+        compiled call, the same whichever executor ran the segment, so both record the
+        same bits (computed inside a loop body, a reduction may round otherwise)."""
+        return jax.vmap(jax.vmap(program.metrics))(params), params
 
     def finish(params):
         values = jax.vmap(all_metrics)(params)
@@ -320,15 +359,27 @@ def simulate(
 
     start_jit = jax.jit(start)
     finish_jit = jax.jit(finish)
+    trajectory_metrics_jit = jax.jit(trajectory_metrics)
+
+    def recorded(records):
+        """A segment's records on the host (trajectories: with the metrics of its parameters)."""
+        if keep_trajectories:
+            records = trajectory_metrics_jit(records)
+        return jax.tree.map(_to_host, records)
     final_chunks: list = []
     advance_jit = jax.jit(advance, donate_argnums=(0,))
+    generation_jit = jax.jit(generation, donate_argnums=(0,))
     meter = Progress(num_generations, num_chains, num_chunks, progress)
 
     shapes = jax.eval_shape(start, jax.ShapeDtypeStruct((chunk_size,), jnp.uint32),
                             jax.ShapeDtypeStruct((chunk_size,), jnp.float32))
     resumed = _checkpoint.EngineState()
     if checkpoint is not None and checkpoint.exists():
-        resumed = _checkpoint.load(checkpoint, identity, *shapes)
+        carry_shapes, record_shapes = shapes
+        if keep_trajectories:  # a generation's records are its metrics and its parameters
+            record_shapes = jax.eval_shape(lambda params: jax.tree.map(
+                lambda x: x[0], trajectory_metrics(jax.tree.map(lambda x: x[None], params))), record_shapes)
+        resumed = _checkpoint.load(checkpoint, identity, carry_shapes, record_shapes)
     merged_moments, merged_sketches = resumed.moments, resumed.sketches
     trajectory_chunks, final_chunks = resumed.trajectory_chunks, resumed.final_chunks
 
@@ -355,7 +406,10 @@ def simulate(
                 carry_spec = jax.tree.map(
                     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=chain_sharding), shapes[0]
                 )
-                advance_jit = advance_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0), root).compile()
+                if executor == "scan":
+                    advance_jit = advance_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0), root).compile()
+                else:
+                    generation_jit = generation_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0), root).compile()
             compile_seconds = time.perf_counter() - tick
         if chunk == resumed.chunk and resumed.carry is not None:
             carry = jax.device_put(resumed.carry, chain_sharding)
@@ -364,13 +418,14 @@ def simulate(
             meter.update(chunk, first_segment * segment_length, int(valid_np.sum()), 0)
         else:
             carry, first = start_jit(chain_ids, valid)
-            outputs = [jax.tree.map(lambda x: _to_host(x)[None], first)]
+            outputs = [recorded(jax.tree.map(lambda x: x[None], first))]
             first_segment = 0
         saved_at = first_segment * segment_length
         for segment in range(first_segment, num_segments):
             first_generation = segment * segment_length
-            carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation), root)
-            outputs.append(jax.tree.map(_to_host, out))
+            advance_segment = advance_jit if executor == "scan" else advance_on_host
+            carry, out = advance_segment(carry, chain_ids, valid, jnp.int32(first_generation), root)
+            outputs.append(recorded(out))
             done = min(segment_length, num_generations - first_generation)
             meter.update(chunk, first_generation + done, int(valid_np.sum()), done)
             reached = first_generation + done

@@ -149,7 +149,7 @@ def _simulate(study, settings: RunSettings, folder: Path | None = None, **option
         identity={"command": study.command, "study": study.to_json()})
     return simulate(
         study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
-        record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices,
+        record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices, executor=settings.executor,
         progress=settings.progress if is_main_process() else False,
         **checkpoint, **options,
     )

@@ -22,8 +22,9 @@ from typing import Any, Callable, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from .._files import atomic_text
-from .._validation import ConfigError, require_fraction, require_int
+from .._validation import ConfigError, require_choice, require_fraction, require_int
 from ..check import Curve, TheoryRow, theory_table
+from ..engine import EXECUTORS
 from ..tables import generation_columns, metric_columns, table
 
 __all__ = [
@@ -132,6 +133,7 @@ class RunSettings:
     figure_samples: tuple[int, ...] | None = None  # None: the run kind's own (figure_sizes)
     progress: bool | None = None
     checkpoint_every: int | None = None  # generations between checkpoints (None: every segment, ~10 % of G, >= 10)
+    executor: str = "scan"  # where the generation loop runs (jaxcollapse.engine.EXECUTORS); same numbers
 
     def __post_init__(self):
         require_int("chains", self.chains, 1)
@@ -147,6 +149,7 @@ class RunSettings:
             require_int("figure sample size", m, 1)
         if self.checkpoint_every is not None:
             require_int("checkpoint_every", self.checkpoint_every, 1)
+        require_choice("executor", self.executor, EXECUTORS)
 
     def figure_sizes(self, default: tuple[int, ...]) -> tuple[int, ...]:
         """The sample sizes of the extra figure runs: the chosen ones, else ``default``
@@ -158,7 +161,7 @@ class RunSettings:
             "chains": self.chains, "seed": self.seed, "chunk_size": self.chunk_size, "devices": self.devices,
             "quantiles": list(self.quantiles),
             "figure_samples": None if self.figure_samples is None else list(self.figure_samples),
-            "progress": self.progress, "checkpoint_every": self.checkpoint_every,
+            "progress": self.progress, "checkpoint_every": self.checkpoint_every, "executor": self.executor,
         }
 
     @classmethod
@@ -367,6 +370,8 @@ def run_options(out: str) -> tuple[Option, ...]:
         Option("progress", None, "", None, negation="no_progress"),
         Option("checkpoint_every", None, "save the run's state to OUT/checkpoint.npz every K generations (default: "
                "every ~10%% of the run); a killed run resumes with `jaxcollapse resume OUT`", int, metavar="K"),
+        Option("executor", "scan", "where the generation loop runs: scan (segments in one compiled loop) | host "
+               "(one compiled call per generation); the same numbers"),
     )
 
 
@@ -392,4 +397,4 @@ def run_settings(values: dict, **extra) -> RunSettings:
         raise ConfigError(f"devices must be >= 0 (0: all devices); got {devices}")
     return RunSettings(chains=values["chains"], seed=values["seed"], chunk_size=values["chunk_size"],
                        devices=None if devices == 0 else (devices or 1), progress=values["progress"],
-                       checkpoint_every=values["checkpoint_every"], **extra)
+                       checkpoint_every=values["checkpoint_every"], executor=values["executor"], **extra)
