@@ -63,8 +63,9 @@ def jax_runner(path, states, samples, chains, generations):
     program = study.program()
 
     def run(seed):
-        return jc.simulate(program, num_chains=chains, num_generations=generations, seed=seed,
-                           metrics=METRICS, progress=False)
+        with jc.keep_freed_memory():  # freed memory kept, as the CLI runs it (a library call leaves the allocator alone)
+            return jc.simulate(program, num_chains=chains, num_generations=generations, seed=seed,
+                               metrics=METRICS, progress=False)
     return run, program.bytes_per_chain
 
 

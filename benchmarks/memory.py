@@ -13,8 +13,9 @@ import jaxcollapse as jc
 def main(chains=1_000_000, generations=1000):
     study = jc.gaussian_study(samples=100, generations=generations, path="sufficient")
     started = time.perf_counter()
-    result = jc.simulate(study.program(), num_chains=chains, num_generations=generations, seed=0,
-                         quantile_metrics=("w2_risk",), progress=False)
+    with jc.keep_freed_memory():  # freed memory kept, as the CLI runs it (a library call leaves the allocator alone)
+        result = jc.simulate(study.program(), num_chains=chains, num_generations=generations, seed=0,
+                             quantile_metrics=("w2_risk",), progress=False)
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     risk = result.summary("w2_risk")

@@ -47,6 +47,7 @@ import numpy as np
 from _machine import cpu, describe
 from jaxcollapse.images import load_images
 from jaxcollapse.vae import TrainConfig, VAEConfig, parameter_count
+from jaxcollapse.heap import keep_freed_memory
 from jaxcollapse.vae_train import train_runs
 
 RUNS = 5
@@ -139,7 +140,8 @@ def benchmark(config: VAEConfig, dataset: str, epochs: int, repeats: int, runs: 
     images_jax = jax.device_put(images)
 
     def fit(run_keys):  # several keys: vmapped into one program (batch_runs=True)
-        return block(train_runs(run_keys, config, training, images_jax, loop=loop, batch_runs=True))
+        with keep_freed_memory():  # freed memory kept, as the CLI runs it (a library call leaves the allocator alone)
+            return block(train_runs(run_keys, config, training, images_jax, loop=loop, batch_runs=True))
 
     def block(tree):
         jax.block_until_ready(tree)

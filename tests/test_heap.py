@@ -168,3 +168,42 @@ def test_programs_run_inline_take_their_temporaries_from_the_kept_heap():
     assert all_ready and fewest_faults < 1000 and still_inline and not async_dispatch
     all_ready, fewest_faults, inline_now, async_dispatch = run("async")
     assert not all_ready and fewest_faults > 40_000 and not inline_now and async_dispatch
+
+
+class _RecordingLibc:
+    """Stands in for glibc: records the allocator settings asked for, changes nothing."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, parameter, value):
+        self.calls.append(("mallopt", parameter, value))
+        return 1
+
+    def malloc_trim(self, pad):
+        self.calls.append(("malloc_trim", pad))
+        return 0
+
+
+def test_library_calls_leave_the_allocator_alone_and_the_cli_asks(tmp_path, monkeypatch, capsys):
+    """Process-wide settings are the caller's choice: simulate and a VAE training call
+    change none, the ``jaxcollapse`` command turns them on for its run."""
+    import jax
+
+    from jaxcollapse.cli import main
+    from jaxcollapse.vae import TrainConfig, VAEConfig, train_runs
+
+    recording = _RecordingLibc()
+    monkeypatch.setattr(heap, "_glibc", lambda: recording)
+    monkeypatch.delenv(heap.ENV_SWITCH, raising=False)
+    jc.simulate(jc.gaussian_study(samples=10, generations=2).program(), num_chains=16)
+    config = VAEConfig(image_shape=(8, 8), latent=2, architecture="mlp", hidden=(8,))
+    train_runs(jax.random.split(jax.random.key(0), 1), config, TrainConfig(epochs=1, batch_size=32),
+               jax.numpy.zeros((64, 8, 8, 1)))
+    assert recording.calls == []
+    assert main(["gaussian", "--chains", "16", "--generations", "2", "--samples", "10", "--no-figures",
+                 "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert ("mallopt", heap._M_MMAP_MAX, 0) in recording.calls and recording.calls[-1] == ("malloc_trim", 0)
+    with jc.keep_freed_memory():  # and a caller who asks gets them
+        pass
+    assert recording.calls.count(("mallopt", heap._M_MMAP_MAX, 0)) == 2

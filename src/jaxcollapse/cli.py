@@ -10,6 +10,7 @@ import sys
 
 from . import studies
 from ._validation import ConfigError
+from ._xla_cpu.heap import keep_freed_memory
 
 __all__ = ["main", "build_parser"]
 
@@ -157,12 +158,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         study_commands = studies.commands()
-        if args.command in study_commands:
-            study_command = study_commands[args.command]
-            if study_command.prepare is not None:
-                study_command.prepare()
-            return _study(args, study_command)
-        return {"rerun": _rerun, "resume": _resume, "sweep": _sweep, "reproduce": _reproduce}[args.command](args)
+        if args.command in study_commands and study_commands[args.command].prepare is not None:
+            study_commands[args.command].prepare()
+        # XLA:CPU reuses a program's temporaries across calls instead of faulting them in
+        # again (process-wide allocator settings: the command's to choose, not the library's)
+        with keep_freed_memory():
+            if args.command in study_commands:
+                return _study(args, study_commands[args.command])
+            return {"rerun": _rerun, "resume": _resume, "sweep": _sweep, "reproduce": _reproduce}[args.command](args)
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)
         return 2

@@ -41,7 +41,6 @@ from . import _checkpoint
 from ._progress import Progress
 from ._random import LANE_BLOCK, step_words
 from ._validation import ConfigError, require_int
-from ._xla_cpu.heap import keep_freed_memory
 from .distributed import is_main_process
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
 
@@ -179,7 +178,6 @@ def _chain_mesh(num_devices: int):
     return jax.sharding.Mesh(np.array(devices), ("chains",))
 
 
-@keep_freed_memory()
 def simulate(
     program: ChainProgram,
     *,
@@ -214,8 +212,9 @@ def simulate(
     flight; ``num_devices`` (``None``: all) shards each chunk over a ``chains`` mesh.
     ``segment_length`` generations run per call of the compiled scan (default: a tenth of
     the run, at least ``MIN_SEGMENT``, at most ``checkpoint_every``); progress is reported
-    and checkpoints written between calls. The run keeps freed memory for reuse
-    (:func:`jaxcollapse.keep_freed_memory`).
+    and checkpoints written between calls. A run in a loop of calls is faster on XLA:CPU
+    inside :func:`jaxcollapse.keep_freed_memory` (process-wide allocator settings, so the
+    caller chooses: the CLI does).
 
     ``checkpoint`` (a file path) saves the run's state there (atomically, ``.npz``) at
     least every ``checkpoint_every`` generations (default: every segment) and after every

@@ -45,7 +45,6 @@ from flax import nnx
 
 from ._files import atomic_bytes, claim_run_folder
 from ._validation import ConfigError, require_choice, require_int
-from ._xla_cpu.heap import keep_freed_memory
 from .images import DATASETS, load_images
 from .policies import DataPolicy
 from .vae_model import (
@@ -236,7 +235,6 @@ def _next_data(study, generation, samples, real, pool):
     return samples.at[:, :count].set(real[picks]), pool
 
 
-@keep_freed_memory()
 def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = True, progress: bool = True,
             stop_after: int | None = None) -> list[dict]:
     """Run (or resume) ``study`` in ``folder``; returns the summary rows. ``stop_after``

@@ -8,8 +8,9 @@ is the VAE's only module that knows XLA:CPU (through :mod:`jaxcollapse._xla_cpu`
 the conv architecture on a CPU the step passes its batch through the network in chunks,
 two at a time (:data:`CPU_CHUNK`, :data:`CPU_CHUNKS`, :data:`CPU_LANES`), hands the model
 the transposed convolution XLA:CPU differentiates fast (its ``conv_transpose`` hook), is
-compiled with XLA:CPU's own convolutions, and runs from a host loop, runs in turn, with
-freed memory kept (``keep_freed_memory``). Every form trains the same model to the same
+compiled with XLA:CPU's own convolutions, and runs from a host loop, runs in turn (faster
+still inside ``jaxcollapse.keep_freed_memory()``, which the caller chooses: the CLI does).
+Every form trains the same model to the same
 parameters up to floating-point reassociation.
 
 Example:
@@ -37,7 +38,6 @@ from flax import nnx
 from ._validation import ConfigError, require_choice
 from ._xla_cpu import conv
 from ._xla_cpu.fusion import materialize, value_and_grad_in_lanes
-from ._xla_cpu.heap import keep_freed_memory
 from .families.base import Family
 from .images import check_images
 from .vae_model import (
@@ -178,7 +178,6 @@ def train(key, config: VAEConfig, train_config: TrainConfig, images, weights=Non
 TRAIN_LOOPS = ("auto", "scan", "host")
 
 
-@keep_freed_memory()
 def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weights=None, *, loop: str = "auto",
                batch_runs: bool | None = None, on_epoch: Callable[[int, np.ndarray], None] | None = None):
     """Train ``len(keys)`` independent VAEs at once (``jax.vmap`` over runs), run r on

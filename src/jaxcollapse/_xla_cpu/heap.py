@@ -16,9 +16,11 @@ Inside :func:`keep_freed_memory` glibc serves every allocation from its heap
 On leaving the outermost such block, blocks above 32 MiB are mmapped again, glibc keeps at
 most 64 MiB of freed memory (the values its dynamic thresholds reach in a program that
 frees large blocks; a mallopt call switches that adaptation off) and the rest of the
-retained memory is handed back to the system (``malloc_trim``). ``simulate``, the VAE and language-model
-training loops and generation use it; code that drives jaxcollapse's compiled steps itself
-can wrap its loop in it too. Other platforms and C libraries are left alone (the block
+retained memory is handed back to the system (``malloc_trim``). The settings are
+process-wide, so no library call opens a block by itself: the ``jaxcollapse`` command runs
+every command inside one, and code that calls ``simulate``, the VAE or language-model
+training, or drives jaxcollapse's compiled steps itself, wraps its calls in it to get the
+same speed (the benchmarks do). Other platforms and C libraries are left alone (the block
 does nothing), and so is every process where ``JAXCOLLAPSE_KEEP_HEAP=0`` is set.
 
 mallopt settings are global to the process: while a block is open, allocations of other

@@ -41,7 +41,6 @@ import optax
 
 from .._validation import ConfigError, require_int, require_positive
 from .._xla_cpu.fusion import gradient_boundary, value_and_grad_in_lanes
-from .._xla_cpu.heap import keep_freed_memory
 
 __all__ = [
     "FinetuneConfig", "finetune", "make_train_step", "training_apply", "train_chunk_rows", "block_nll", "score_blocks",
@@ -207,7 +206,6 @@ def perplexity(apply: Callable, params, blocks, *, batch_size: int = 64) -> floa
                         / (blocks.shape[0] * (blocks.shape[1] - 1))))
 
 
-@keep_freed_memory()
 def finetune(key, apply: Callable, params, train_blocks, valid_blocks, config: FinetuneConfig = FinetuneConfig(), *,
              on_step: Callable[[int, int, float], None] | None = None):
     """Fine-tune ``params`` on ``train_blocks`` (N, L); returns the kept parameters (the

@@ -46,7 +46,6 @@ import numpy as np
 
 from .._files import atomic_bytes, claim_run_folder
 from .._validation import ConfigError, require_choice, require_int, require_positive
-from .._xla_cpu.heap import keep_freed_memory
 from .data import BlockSplits, load_checkpoint_tokenizer, load_corpus, numpy_rng, sample_real_fraction
 from .data import tokenize_corpus, train_bpe_tokenizer
 from .finetune import FinetuneConfig, finetune, perplexity, score_blocks
@@ -356,7 +355,6 @@ def _metrics(study: LMStudy, setup: _Setup, run: int, generation: int, params, f
     return row, scored
 
 
-@keep_freed_memory()
 def run_lm(study: LMStudy, folder, *, force: bool = False, figures: bool = True, progress: bool | None = None,
            stop_after: tuple[int, int, str] | None = None) -> list[dict]:
     """Run (or resume) ``study`` in ``folder``; returns one summary row per (generation, run).
