@@ -11,7 +11,7 @@ read back by ``transformers.OPTForCausalLM.from_pretrained``. Two measurements:
                jc: ``jaxcollapse.lm.finetune.make_train_step`` (one jitted step, parameters
                and optimiser state donated, the output head at the 63 predicting
                positions) driven from Python as ``finetune`` does, inside
-               ``jaxcollapse.keep_freed_memory()`` as ``finetune`` and ``run_lm`` run,
+               ``jaxcollapse.keep_freed_memory()`` as the ``jaxcollapse lm`` command runs them,
                with JAX's programs run on the calling thread
                (``jaxcollapse.heap.run_cpu_programs_inline``) as the ``jaxcollapse lm``
                command runs them (``--async-dispatch``: JAX's default, worker threads);
@@ -234,7 +234,7 @@ def benchmark(preset: str, train_batch: int, new_tokens: int, steps: int, calls:
             return float(loss)  # finetune reads every loss (progress meter)
         return train_step
 
-    # every jc contender runs inside keep_freed_memory, as finetune and run_lm run
+    # every jc contender runs inside keep_freed_memory, as the jaxcollapse command runs finetune and run_lm
     trainers = {"jc": (True, jc_trainer(make_train_step(apply, optimizer, dropout=True)))}
     if breakdown:
         trainers["jc-full-head"] = (True, jc_trainer(full_head_train_step(apply, optimizer)))
