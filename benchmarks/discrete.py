@@ -35,7 +35,7 @@ import jax
 
 from _machine import describe
 import jaxcollapse as jc
-from jaxcollapse.discrete import discrete_study
+from jaxcollapse.studies.discrete import discrete_study
 
 # (chains, generations) per K, chosen so that a timing lasts about 0.3-3 s on 2 cores
 SIZES = {10: (20_000, 20), 100: (5_000, 20), 10_000: (100, 10)}

@@ -38,7 +38,7 @@ import numpy as np
 
 from _machine import cpu
 import jaxcollapse as jc
-from jaxcollapse.gmm import gmm_study
+from jaxcollapse.studies.gmm import gmm_study
 
 SAMPLES = 1000
 

@@ -17,7 +17,7 @@ from jaxcollapse._counts import binomial, multinomial
 from jaxcollapse._random import threefry_elementwise, uniforms_from_words
 from jaxcollapse.check import absorption_time_rows, theory_table, verdicts
 from jaxcollapse.cli import main
-from jaxcollapse.discrete import discrete_study, parse_discrete_initial, state_index
+from jaxcollapse.studies.discrete import discrete_study, parse_discrete_initial, state_index
 from conftest import assert_z
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxcollapse as jc
-from jaxcollapse.discrete import discrete_study
+from jaxcollapse.studies.discrete import discrete_study
 
 SCRIPT = textwrap.dedent("""
     import sys

@@ -13,9 +13,9 @@ from jaxcollapse.families.gmm import (
     _em, _em_step_unrolled, _em_step_vectorised, cholesky, gaussian_overlap, gmm, gmm_params, gmm_reference, l2_distance, lower_inverse,
     mixture_log_density, sample,
 )
-from jaxcollapse.gmm import GMMStudy, gmm_initial, gmm_study, parse_gmm_initial
 from jaxcollapse.policies import DataPolicy
 from jaxcollapse.programs import data_path_program
+from jaxcollapse.studies.gmm import GMMStudy, gmm_initial, gmm_study, parse_gmm_initial
 
 sklearn_mixture = pytest.importorskip("sklearn.mixture")
 

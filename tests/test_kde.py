@@ -14,7 +14,7 @@ from jaxcollapse.families import kde as kde_family
 from jaxcollapse.families.kde import (
     KDEParams, initial_params, kde, kde_reference, log_density, probit_quantiles, wasserstein2,
 )
-from jaxcollapse.kde import KDEStudy, kde_study
+from jaxcollapse.studies.kde import KDEStudy, kde_study
 from jaxcollapse.theory import kde as theory
 from conftest import assert_z
 

@@ -13,7 +13,8 @@ from scipy import stats
 
 import jaxcollapse as jc
 from jaxcollapse import ConfigError
-from jaxcollapse.regression import METRICS, RegressionParams, RegressionStudy, regression_study
+from jaxcollapse.families.regression import METRICS, RegressionParams
+from jaxcollapse.studies.regression import RegressionStudy, regression_study
 from jaxcollapse.theory import regression as theory
 from jaxcollapse.theory.gaussian import sample_variance_standard_error
 from conftest import assert_z

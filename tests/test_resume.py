@@ -13,7 +13,7 @@ import pytest
 import jaxcollapse as jc
 from jaxcollapse import _checkpoint
 from jaxcollapse.cli import main
-from jaxcollapse.discrete import discrete_study
+from jaxcollapse.studies.discrete import discrete_study
 
 
 class _Stop(Exception):

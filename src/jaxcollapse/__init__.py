@@ -8,19 +8,19 @@ Example:
 """
 
 from ._validation import ConfigError
-from .discrete import DiscreteStudy, discrete_study
 from .engine import ChainProgram, SimulationResult, simulate
-from .gmm import GMMStudy, gmm_study
 from .heap import keep_freed_memory
-from .kde import KDEStudy, kde_study
-from .regression import RegressionStudy, regression_study
 from .families import Family, GaussianParams, SufficientStatistics, gaussian
 from .initial import (
     InitialDistribution, laplace_initial, mixture_initial, normal_initial, numpyro_initial, student_t_initial,
 )
 from .policies import DataPolicy, parse_policy
 from .schedules import Schedule, constant, explicit, geometric, linear, parse_schedule, power
-from .study import GaussianStudy, gaussian_study
+from .studies.discrete import DiscreteStudy, discrete_study
+from .studies.gaussian import GaussianStudy, gaussian_study
+from .studies.gmm import GMMStudy, gmm_study
+from .studies.kde import KDEStudy, kde_study
+from .studies.regression import RegressionStudy, regression_study
 
 __all__ = [
     "ConfigError", "ChainProgram", "SimulationResult", "simulate", "keep_freed_memory", "Family", "GaussianParams",
