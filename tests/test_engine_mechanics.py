@@ -281,3 +281,10 @@ def test_the_host_executor_resumes_from_its_checkpoints_and_an_unknown_one_is_na
         jc.simulate(program, checkpoint=path, checkpoint_every=2, **{**options, "executor": "scan"})
     with pytest.raises(jc.ConfigError, match="unknown executor 'gpu'; choose one of scan, host"):
         jc.simulate(program, num_chains=4, executor="gpu")
+
+
+def test_metric_names_the_metrics_function_does_not_return_are_named():
+    program = jc.gaussian_study(samples=10, generations=2).program()
+    typo = program._replace(metric_names=program.metric_names + ("w2_riks",))
+    with pytest.raises(jc.ConfigError, match=r"metric_names name \['w2_riks'\]"):
+        jc.simulate(typo, num_chains=4)

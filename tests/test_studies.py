@@ -176,3 +176,14 @@ def test_a_language_model_sweep_cell_and_a_resumed_run_end_alike(tmp_path):
     run_lm(study, interrupted, progress=False, figures=False, stop_after=(0, 1, "fit"))
     assert main(["resume", str(interrupted), "--no-figures"]) == 0
     assert _csv_rows(interrupted / "summary.csv") == _csv_rows(cell / "summary.csv")
+
+
+def test_a_study_command_without_the_run_options_is_refused_when_built():
+    from jaxcollapse.studies import base
+
+    with pytest.raises(ConfigError, match=r"lacks the options \['chains', 'check'"):
+        base.StudyCommand("thin", "a command with one option", (Option("samples", 10, "", int),),
+                          lambda values: None, lambda blob: None)
+    with pytest.raises(ConfigError, match=r"lacks the options \['no_progress'\]"):
+        base.StudyCommand("host", "", base.host_run_options("out")[:3], lambda values: None, lambda blob: None,
+                          chains=False)

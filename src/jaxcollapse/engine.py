@@ -242,6 +242,11 @@ def simulate(
     if unknown_final:
         raise ConfigError(f"final metrics must be among {', '.join(program.metric_names)}; got {unknown_final!r}")
     all_metrics = program.metrics
+    returned = jax.eval_shape(all_metrics, program.initial_params)  # a traced shape check, no computation
+    missing = [name for name in program.metric_names if name not in returned]
+    if missing:
+        raise ConfigError(f"the program's metric_names name {missing}, which its metrics function does not return "
+                          f"(it returns {sorted(returned)})")
     if metrics is not None:
         unknown = [name for name in metrics if name not in program.metric_names]
         if unknown or not metrics:

@@ -25,9 +25,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import Option, RunOutcome, Study, StudyCommand, render_command_line
+from .base import (
+    ChainStudy, HostSettings, Option, RunOutcome, RunSettings, Study, StudyCommand, chain_options, host_run_options,
+    render_command_line, run_options, run_settings,
+)
 
-__all__ = ["Option", "RunOutcome", "Study", "StudyCommand", "commands", "command", "register", "render_command_line"]
+__all__ = [
+    "Option", "RunOutcome", "Study", "ChainStudy", "StudyCommand", "RunSettings", "HostSettings", "chain_options",
+    "run_options", "host_run_options", "run_settings", "commands", "command", "register", "render_command_line",
+]
 
 _REGISTERED: dict[str, StudyCommand] = {}  # published from outside the package
 

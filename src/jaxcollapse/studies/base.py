@@ -321,6 +321,14 @@ class StudyCommand:
     prepare: Callable[[], Any] | None = None
     rank: int = 100
 
+    def __post_init__(self):
+        names = {option.name for option in self.options}
+        needed = CHAIN_SETTINGS if self.chains else HOST_SETTINGS
+        if not needed <= names:
+            raise ConfigError(f"study command {self.name!r} lacks the options {sorted(needed - names)}: a chain "
+                              f"command takes chain_options() and run_options(OUT), a host-driven one "
+                              f"host_run_options(OUT)")
+
     def option(self, key: str) -> tuple[Option, bool]:
         """The option a setting's key names and whether it names its negation."""
         key = key.replace("-", "_")
@@ -343,6 +351,11 @@ class StudyCommand:
 
 
 # ---------------------------------------------------------------------------- shared options
+
+# the settings the CLI and the run writers read of every chain command / host-driven command
+CHAIN_SETTINGS = frozenset({"chains", "generations", "seed", "out", "force", "check", "chunk_size", "devices",
+                            "no_figures", "x64", "progress", "checkpoint_every", "executor"})
+HOST_SETTINGS = frozenset({"out", "force", "no_figures", "no_progress"})
 
 def chain_options(chains: int = 10_000, generations: int = 200, samples: int = 100) -> tuple[Option, ...]:
     """Options every chain study shares: sizes, schedule and regime."""
