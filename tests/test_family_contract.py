@@ -141,13 +141,18 @@ def _cases() -> dict[str, Callable[[], Case]]:
 
 
 CASES = _cases()
-# the VAE compiles a training loop per test (15-20 s): run on demand (-m slow); test_vae
-# keeps its fast checks
-SLOW = ("vae",)
+# Compilation dominates (cold, on 2 cores: the VAE 15-20 s a test, EM 3-10 s, a KDE 3-5 s):
+# those cases run on demand (-m slow), their own test files keep the fast checks; so does
+# the resume contract of all but two families (each compiles a checkpointed chain)
+SLOW = ("vae", "gmm", "kde")
+FAST_RESUME = ("gaussian", "tokens")
 
 
-def _names(excluded=()):
-    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+def _names(excluded=(), fast=None):
+    def slow(name):
+        return name in SLOW or (fast is not None and name not in fast)
+
+    return [pytest.param(name, marks=pytest.mark.slow) if slow(name) else name
             for name in CASES if name not in excluded]
 
 
@@ -201,7 +206,7 @@ def test_many_samples_recover_the_parameters(name):
     assert np.all(gap <= case.tolerance), (gap, case.tolerance)
 
 
-@pytest.mark.parametrize("name", _names())
+@pytest.mark.parametrize("name", _names(fast=FAST_RESUME))
 def test_a_killed_chain_resumes_to_the_uninterrupted_run(name, tmp_path, monkeypatch):
     case = CASES[name]()
     family, policy, sizes = case.family, DataPolicy("accumulate"), np.full(4, case.rows // 2)
