@@ -75,6 +75,12 @@ class ChainStudy:
 
     per_state_check: ClassVar[bool] = False  # check.csv has a state column (per-state formulas)
 
+    @property
+    def sizes(self) -> np.ndarray:
+        """M_0..M_{G-1}, the sample sizes of the study's ``schedule`` (a study with another
+        rule, such as regression's fixed design, overrides it)."""
+        return self.schedule.sizes(self.generations)
+
     def summary_metrics(self) -> tuple[str, ...] | None:
         return None
 

@@ -257,10 +257,6 @@ class DiscreteStudy(ChainStudy):
             )
 
     @property
-    def sizes(self) -> np.ndarray:
-        return self.schedule.sizes(self.generations)
-
-    @property
     def states(self) -> int:
         return 1 if self.kind == "poisson" else self.initial.states
 

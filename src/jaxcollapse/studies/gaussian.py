@@ -79,10 +79,6 @@ class GaussianStudy(ChainStudy):
         return self.initial.dim
 
     @property
-    def sizes(self) -> np.ndarray:
-        return self.schedule.sizes(self.generations)
-
-    @property
     def resolved_path(self) -> str:
         """``auto`` takes the sufficient-statistics path wherever it is exact."""
         if self.path != "auto":

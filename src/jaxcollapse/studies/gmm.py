@@ -159,10 +159,6 @@ class GMMStudy(ChainStudy):
     def dim(self) -> int:
         return self.initial.dim
 
-    @property
-    def sizes(self) -> np.ndarray:
-        return self.schedule.sizes(self.generations)
-
     def family(self):
         return gmm(self.components, self.dim, covariance_type=self.covariance_type, iterations=self.iterations,
                    init=self.init, reg_covar=self.reg_covar, kmeans_iterations=self.kmeans_iterations)

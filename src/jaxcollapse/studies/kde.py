@@ -87,10 +87,6 @@ class KDEStudy(ChainStudy):
         return self.initial.dim
 
     @property
-    def sizes(self) -> np.ndarray:
-        return self.schedule.sizes(self.generations)
-
-    @property
     def fixed_bandwidth(self) -> bool:
         return not isinstance(self.bandwidth, str)
 
