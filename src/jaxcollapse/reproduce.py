@@ -184,18 +184,13 @@ def reproduce(out, *, scale: str = "quick", opt_checkpoint: str | None = None, o
 def _run_section(study_command, section: Section, folder: Path) -> str:
     """Run a section's study into ``folder`` as its command line would (quietly); returns
     what that command prints."""
-    import dataclasses
-
     from .check import format_check
-    from .runs import run_command
+    from .runs import run_from_settings
 
     try:
-        values = study_command.values(section.settings)
-        study, settings = study_command.build(values)
+        outcome, values = run_from_settings(study_command, section.settings, folder)
     except ConfigError as error:
         raise ConfigError(f"section {section.name} failed: {error}: {' '.join(section.argv)}") from None
-    settings = dataclasses.replace(settings, progress=False)
-    outcome = run_command(study, settings, folder, figures=not values["no_figures"])
     printed = list(outcome.lines) + ([format_check(outcome.rows)] if values.get("check") else [])
     return "".join(line + "\n" for line in printed)
 

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import platform
 import sys
@@ -39,7 +41,7 @@ from .tables import number as _number
 
 __all__ = [
     "RunSettings", "run_study", "run_gaussian", "run_discrete", "run_command", "summary_rows", "load_config",
-    "discrete_summary_rows", "rerun", "resume", "study_summary_rows",
+    "discrete_summary_rows", "rerun", "resume", "study_summary_rows", "run_from_settings", "float_precision",
 ]
 
 FORMAT_VERSION = 1
@@ -233,14 +235,34 @@ def resume(folder, *, figures: bool = True) -> RunOutcome | None:
     study, settings, blob = load_config(folder)
     if studies.command(blob["command"]).run is None and (Path(folder) / "summary.csv").is_file():
         return None
-    _set_precision(blob)
-    return run_command(study, settings, folder, figures=figures)
+    with float_precision(blob.get("x64")):  # the run's, as config.json records it
+        return run_command(study, settings, folder, figures=figures)
 
 
-def _set_precision(blob: dict) -> None:
-    """The run's float precision, as config.json records it."""
-    if blob.get("x64") is not None and blob["x64"] != bool(jax.config.jax_enable_x64):
-        jax.config.update("jax_enable_x64", bool(blob["x64"]))
+@contextlib.contextmanager
+def float_precision(x64: bool | None):
+    """JAX's float precision set to float64 (``x64`` true) or float32 inside the block, and
+    restored after it, so one run's ``x64`` never leaks into the next; None leaves it."""
+    before = bool(jax.config.jax_enable_x64)
+    if x64 is not None:
+        jax.config.update("jax_enable_x64", bool(x64))
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def run_from_settings(study_command, given: dict, folder, *, figures: bool = True) -> tuple[RunOutcome, dict]:
+    """Build ``study_command``'s study from settings (Python or TOML values, the command's
+    option names) and write its run folder as the command would: in the settings' float
+    precision, quiet unless they ask for progress. Returns what was written and the
+    complete values. Sweeps and ``reproduce`` run their cells and sections through it."""
+    values = study_command.values(given)
+    with float_precision(values["x64"] if study_command.chains else None):
+        study, settings = study_command.build(values)
+        if not {"progress", "no_progress"} & set(given):
+            settings = dataclasses.replace(settings, progress=False)
+        return run_command(study, settings, folder, figures=figures and not values["no_figures"]), values
 
 
 def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tuple[Path, bool]:
@@ -252,8 +274,8 @@ def rerun(folder, out=None, *, force: bool = False, figures: bool = True) -> tup
         raise ConfigError("rerun --out must differ from the run folder (the original is what it is compared with)")
     original = Path(folder) / "summary.csv"
     original_bytes = original.read_bytes() if original.is_file() else None
-    _set_precision(blob)
-    run_command(study, settings, out, force=force, figures=figures)
+    with float_precision(blob.get("x64")):
+        run_command(study, settings, out, force=force, figures=figures)
     written = out / "summary.csv"
     identical = original_bytes is not None and written.is_file() and original_bytes == written.read_bytes()
     return out, identical

@@ -37,7 +37,6 @@ persistent compilation cache (``DIR/xla-cache`` unless one is configured already
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import itertools
 import json
@@ -53,7 +52,7 @@ import jax
 from . import studies
 from ._files import atomic_bytes, atomic_text
 from ._validation import ConfigError
-from .runs import run_command
+from .runs import float_precision, run_from_settings
 from .studies.base import render_command_line
 from .tables import csv_text
 
@@ -142,20 +141,14 @@ def _label(value) -> str:
     return "".join(c if c.isalnum() or c in ".,:=+" else "_" for c in text)[:40]
 
 
-def _build_cell(study_command, cell: SweepCell):
-    """(study, settings, values) of a cell, from the registry; a bad setting names the cell."""
+def _build_cell(study_command, cell: SweepCell) -> None:
+    """Build a cell's study (checking its settings) without running it; a bad setting names the cell."""
     try:
         values = study_command.values(cell.settings)
-        precision = bool(jax.config.jax_enable_x64)
-        try:
-            if study_command.chains:
-                jax.config.update("jax_enable_x64", bool(values["x64"]))
-            study, settings = study_command.build(values)
-        finally:
-            jax.config.update("jax_enable_x64", precision)
+        with float_precision(values["x64"] if study_command.chains else None):
+            study_command.build(values)
     except ConfigError as error:
         raise ConfigError(f"sweep cell {cell.name}: {error}") from None
-    return study, settings, values
 
 
 def _enable_compilation_cache(folder: Path) -> None:
@@ -209,20 +202,12 @@ def _finished(study_command, folder: Path) -> bool:
 
 
 def _run_cell(study_command, cell: SweepCell, folder: Path, figures: bool) -> None:
-    """One cell, as its command would run it (quiet unless the cell asks for progress), in
-    the cell's own float precision, restored after: no cell's ``x64`` leaks into the next."""
-    precision = bool(jax.config.jax_enable_x64)
+    """One cell, as its command would run it (``runs.run_from_settings``: the cell's own
+    float precision, quiet unless it asks for progress)."""
     try:
-        study, settings, values = _build_cell(study_command, cell)
-        if not {"progress", "no_progress"} & set(cell.settings):
-            settings = dataclasses.replace(settings, progress=False)
-        if study_command.chains:
-            jax.config.update("jax_enable_x64", bool(values["x64"]))
-        run_command(study, settings, folder, figures=figures and not values["no_figures"])
+        run_from_settings(study_command, cell.settings, folder, figures=figures)
     except ConfigError as error:
         raise ConfigError(f"sweep cell {cell.name} failed ({error}); its folder is {folder}") from None
-    finally:
-        jax.config.update("jax_enable_x64", precision)
 
 
 def _write_tables(out: Path, cells: list[SweepCell]) -> Path:
