@@ -343,9 +343,8 @@ def simulate(
     def advance_on_host(carry, chain_ids, valid, first_generation, root):
         """The host executor: a segment's generations one compiled call each, in Python;
         a segment past G repeats its last record, as the scan's does."""
-        first = int(first_generation)
         records = []
-        for n in range(first, min(first + segment_length, num_generations)):
+        for n in range(first_generation, min(first_generation + segment_length, num_generations)):
             carry, record = generation_jit(carry, chain_ids, valid, jnp.int32(n), root)
             records.append(record)
         records += records[-1:] * (segment_length - len(records))
@@ -427,8 +426,10 @@ def simulate(
         saved_at = first_segment * segment_length
         for segment in range(first_segment, num_segments):
             first_generation = segment * segment_length
-            advance_segment = advance_jit if executor == "scan" else advance_on_host
-            carry, out = advance_segment(carry, chain_ids, valid, jnp.int32(first_generation), root)
+            if executor == "scan":
+                carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation), root)
+            else:  # the generation counter stays a Python int: no device round trip per segment
+                carry, out = advance_on_host(carry, chain_ids, valid, first_generation, root)
             outputs.append(recorded(out))
             done = min(segment_length, num_generations - first_generation)
             meter.update(chunk, first_generation + done, int(valid_np.sum()), done)
