@@ -100,11 +100,13 @@ def _flat(params):
 
 
 def _vae_case() -> Case:
-    from jaxcollapse.vae import TrainConfig, VAEConfig, init_params, vae_family
+    from jaxcollapse.vae import TrainConfig, VAEConfig, VAEFit, init_params, vae_family
 
     config = VAEConfig(image_shape=(4, 4), latent=2, architecture="mlp", hidden=(8,))
-    return Case(vae_family(config, TrainConfig(epochs=1, batch_size=8)), init_params(jax.random.key(0), config),
-                _flat, None, rows=16, exact_padding=False)
+    # a chain's parameters are what the fit returns: the VAE's and its epoch losses
+    params0 = VAEFit(init_params(jax.random.key(0), config), jnp.zeros(1))
+    return Case(vae_family(config, TrainConfig(epochs=1, batch_size=8)), params0, _flat, None, rows=16,
+                exact_padding=False)
 
 
 NOT_IDENTIFIABLE = ("vae",)  # Case.tolerance None: no recovery test

@@ -15,7 +15,7 @@ import pytest
 
 from jaxcollapse import ConfigError
 from jaxcollapse.cli import main
-from jaxcollapse.lm.runs import LMStudy, run_lm
+from jaxcollapse.lm.runs import PARTIAL_BLOCKS, LMStudy, run_lm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "opt" / "pre_ln"
 SMALL = dict(generations=2, epochs=1, train_blocks=16, eval_blocks=8, block_size=16, new_tokens=16, vocab=24,
@@ -60,32 +60,68 @@ def test_cli_runs_two_generations_on_the_synthetic_language(cli_run):
     assert [int(row["real_blocks"]) for row in rows] == [16, 4]
     source = float(rows[0]["source_perplexity"])
     assert 1 < source < 24  # a Zipfian source over 24 symbols
-    for generation in (0, 1):
-        where = out / "runs" / "run_0" / f"generation_{generation}"
-        written = np.load(where / "synthetic.npy", allow_pickle=False)
-        assert written.shape == (16, 16) and written.dtype == np.int32
+    for generation in (0, 1):  # the engine's generation 1 is the first model
+        where = out / "checkpoints" / f"generation_{generation + 1}"
+        written = np.load(where / "samples_0-1.npy", allow_pickle=False)
+        assert written.shape == (1, 16, 16) and written.dtype == np.int32
         assert written.min() >= 0 and written.max() < 24 + 2
-        assert (where / "model" / "model.safetensors").is_file() and (where / "model" / "config.json").is_file()
+        assert (where / "params_0-1.safetensors").is_file()
+    assert json.loads((out / "model_config.json").read_text())["model_type"] == "opt"
+    assert (out / "report.md").is_file() and (out / "check.csv").is_file()
     for name in ("figure10_test_perplexity.png", "figure14_synthetic_perplexity.png",
                  "figure15_synthetic_perplexity_3d.png", "true_perplexity.png", "lost_mass.png"):
         assert (out / name).stat().st_size > 1000, name
 
 
+def test_a_generations_model_exports_as_a_hugging_face_checkpoint(cli_run, tmp_path):
+    from jaxcollapse.lm.checkpoint import load_opt
+    from jaxcollapse.lm.finetune import perplexity
+    from jaxcollapse.lm.opt import functional
+    from jaxcollapse.lm.runs import _Setup, export_model
+
+    out = cli_run[0]
+    export_model(out, run=0, generation=1, destination=tmp_path / "model")
+    config, model = load_opt(tmp_path / "model")
+    apply, params = functional(model)
+    test = _Setup(LMStudy(**CLI_SETTINGS)).splits.test
+    row = _rows(out / "summary.csv")[1]
+    np.testing.assert_allclose(perplexity(apply, params, test), float(row["test_perplexity"]), rtol=1e-5)
+    with pytest.raises(ConfigError, match="no model of run 3"):
+        export_model(out, run=3, generation=0, destination=tmp_path / "none")
+
+
+def test_every_data_policy_applies_to_the_language_model(tmp_path):
+    """Under accumulate, generation 1 trains on the real blocks and the written ones."""
+    rows = run_lm(LMStudy(**{**SMALL, "regime": "accumulate"}), tmp_path / "run", progress=False, figures=False)
+    assert [(row["real_blocks"], row["data_blocks"]) for row in rows] == [(16, 16), (16, 32)]
+
+
 def test_real_fraction_takes_exactly_the_right_number_of_real_blocks(tmp_path):
-    from jaxcollapse.lm.runs import _Setup, _training_blocks
+    """The language model's real fraction is the engine's real-fraction policy on blocks:
+    round(F M) distinct real blocks, the rest written ones, derived from the key."""
+    from jaxcollapse.lm.runs import _Setup
+    from jaxcollapse.policies import data_program
 
     study = LMStudy(**{**SMALL, "real_fraction": 0.3})
     setup = _Setup(study)
-    written = np.full_like(setup.splits.train, 25)  # an id no real block holds (the pad id)
-    blocks, count = _training_blocks(study, setup, run=0, generation=1, previous=written)
-    assert count == round(0.3 * 16) == 5
-    assert blocks.shape == setup.splits.train.shape
-    real_rows = [i for i in range(16) if (blocks[i] != 25).all()]
-    assert len(real_rows) == 5
+    real = jnp.asarray(setup.splits.train)
+    policy = data_program(study.policy, np.full(study.generations, len(real)))
+    written = jnp.full_like(real, 25)  # an id no real block holds (the pad id)
+
+    def blocks(key):
+        _, _, state = policy.init(key, real, 16)
+        data, weights, _ = policy.step(key, state, written, 16, None)
+        return np.asarray(data), np.asarray(weights)
+
+    data, weights = blocks(jax.random.key(3))
+    assert data.shape == setup.splits.train.shape and weights.sum() == 16
+    real_rows = [i for i in range(16) if (data[i] != 25).all()]
+    assert len(real_rows) == round(0.3 * 16) == 5
     train = {tuple(row) for row in setup.splits.train}
-    assert all(tuple(blocks[i]) in train for i in real_rows)
-    again, _ = _training_blocks(study, setup, run=0, generation=1, previous=written)
-    np.testing.assert_array_equal(blocks, again)  # derived from (seed, run, generation)
+    assert all(tuple(data[i]) in train for i in real_rows)
+    assert len({tuple(data[i]) for i in real_rows}) == 5  # distinct blocks
+    np.testing.assert_array_equal(data, blocks(jax.random.key(3))[0])  # derived from the key
+    assert not np.array_equal(data, blocks(jax.random.key(4))[0])
 
 
 def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, cli_run):
@@ -93,15 +129,23 @@ def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path,
     study = LMStudy(**CLI_SETTINGS)
     broken = tmp_path / "broken"
     run_lm(study, broken, progress=False, figures=False, stop_after=(0, 1, "fit"))
-    assert not (broken / "runs" / "run_0" / "generation_1" / "synthetic.npy").exists()
-    model_file = broken / "runs" / "run_0" / "generation_1" / "model" / "model.safetensors"
+    assert not (broken / "checkpoints" / "generation_2" / "samples_0-1.npy").exists()
+    model_file = broken / "checkpoints" / "generation_2" / "params_0-1.safetensors"
     stamp = model_file.stat().st_mtime_ns
     rows = run_lm(study, broken, progress=False, figures=False)
     assert model_file.stat().st_mtime_ns == stamp  # the finished fine-tuning was not redone
     assert _rows(broken / "summary.csv") == _rows(whole / "summary.csv")
-    for generation in (0, 1):
-        name = f"runs/run_0/generation_{generation}/synthetic.npy"
-        np.testing.assert_array_equal(np.load(broken / name), np.load(whole / name))
+    assert (broken / "check.csv").read_bytes() == (whole / "check.csv").read_bytes()
+    from safetensors.numpy import load_file
+
+    for generation in (1, 2):
+        name = f"checkpoints/generation_{generation}/samples_0-1.npy"
+        assert (broken / name).read_bytes() == (whole / name).read_bytes()
+        name = f"checkpoints/generation_{generation}/params_0-1.safetensors"
+        resumed, uninterrupted = load_file(broken / name), load_file(whole / name)
+        assert resumed.keys() == uninterrupted.keys()
+        for leaf in set(resumed) - {"seconds"}:  # the fine-tuning's wall-clock time aside
+            np.testing.assert_array_equal(resumed[leaf], uninterrupted[leaf])
     assert len(rows) == 2
 
 
@@ -112,19 +156,21 @@ def test_generation_resumes_from_its_saved_batches(tmp_path, decoding):
     run_lm(study, whole, progress=False, figures=False, stop_after=(0, 0, "sample"))
     partial = tmp_path / "partial"
     run_lm(study, partial, progress=False, figures=False, stop_after=(0, 0, "fit"))
-    where = partial / "runs" / "run_0" / "generation_0"
-    full = np.load(whole / "runs" / "run_0" / "generation_0" / "synthetic.npy")
-    np.save(where / "synthetic.partial.npy", full[:8])  # as if killed after the first batch
+    where = partial / "checkpoints" / "generation_1"
+    full = np.load(whole / "checkpoints" / "generation_1" / "samples_0-1.npy")[0]
+    scratch = where / "partial_sample_0-1"
+    scratch.mkdir()
+    np.save(scratch / PARTIAL_BLOCKS, full[:8])  # as if killed after the first batch
     run_lm(study, partial, progress=False, figures=False, stop_after=(0, 0, "sample"))
-    np.testing.assert_array_equal(np.load(where / "synthetic.npy"), full)
-    assert not (where / "synthetic.partial.npy").exists()
+    np.testing.assert_array_equal(np.load(where / "samples_0-1.npy")[0], full)
+    assert not scratch.exists()
 
 
 def test_a_checkpoint_folder_is_the_base_model(tmp_path):
     study = LMStudy(**{**SMALL, "model": str(FIXTURE), "generations": 1})
     rows = run_lm(study, tmp_path / "run", progress=False, figures=False)
     assert rows[0]["generation"] == 0 and np.isfinite(rows[0]["test_perplexity"])
-    saved = json.loads((tmp_path / "run" / "runs" / "run_0" / "generation_0" / "model" / "config.json").read_text())
+    saved = json.loads((tmp_path / "run" / "model_config.json").read_text())
     assert saved["model_type"] == "opt" and saved["vocab_size"] == 128
 
 
@@ -190,6 +236,9 @@ def test_a_training_step_in_chunks_equals_one_pass(monkeypatch):
     (dict(block_size=1), "block_size"),
     (dict(decoding="nucleus"), "decoding"),
     (dict(temperature=0.5), "temperature only applies"),
+    (dict(new_tokens=12), "new_tokens must equal block_size"),
+    (dict(regime="accumulate", real_fraction=0.1), "not both"),
+    (dict(regime="mix:1,2"), "three proportions"),
 ])
 def test_bad_settings_are_named(change, match):
     with pytest.raises(ConfigError, match=match):

@@ -263,13 +263,16 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     run_vae(study, whole, figures=False, progress=False)
     run_vae(study, parts, figures=False, progress=False, stop_after=1)
-    first = (parts / "checkpoints" / "generation_1.safetensors").stat().st_mtime_ns
+    trained = parts / "checkpoints" / "generation_1" / "params_0-2.safetensors"
+    first = trained.stat().st_mtime_ns
+    assert not (parts / "checkpoints" / "generation_2").exists()
     run_vae(study, parts, figures=False, progress=False)
-    assert (parts / "checkpoints" / "generation_1.safetensors").stat().st_mtime_ns == first  # not retrained
+    assert trained.stat().st_mtime_ns == first  # not retrained
     assert (whole / "summary.csv").read_bytes() == (parts / "summary.csv").read_bytes()
     for generation in (1, 2):
-        name = f"checkpoints/generation_{generation}.safetensors"
-        assert (whole / name).read_bytes() == (parts / name).read_bytes()
+        for name in ("params_0-2.safetensors", "samples_0-2.npy"):
+            name = f"checkpoints/generation_{generation}/{name}"
+            assert (whole / name).read_bytes() == (parts / name).read_bytes()
     with np.load(whole / "latents.npz") as a, np.load(parts / "latents.npz") as b:
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key])
@@ -280,15 +283,16 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
 def test_samples_and_latents_in_image_batches_equal_one_pass(tmp_path, monkeypatch):
     """Sampling and encoding go EVAL_BATCH images at a time (memory); the summary and the
     latents are those of one pass, whatever the batch (a short last batch is padded)."""
-    from jaxcollapse import vae_runs
+    from jaxcollapse import vae_runs, vae_train
 
     study = vae_runs.VAEStudy(generations=1, runs=2, dataset="digits", model=TINY,
                               training=TrainConfig(epochs=1, batch_size=128), heldout=200)
     vae_runs.run_vae(study, tmp_path / "one", figures=False, progress=False)
-    monkeypatch.setattr(vae_runs, "EVAL_BATCH", 500)  # 1597 images per run: 4 batches, the last padded
+    monkeypatch.setattr(vae_train, "EVAL_BATCH", 500)  # 1597 images per run: 4 batches, the last padded
     calls = []
-    original = vae_runs._over_image_batches
-    monkeypatch.setattr(vae_runs, "_over_image_batches", lambda fn, arrays: calls.append(arrays.shape) or original(fn, arrays))
+    original = vae_train.over_image_batches
+    monkeypatch.setattr(vae_train, "over_image_batches",
+                        lambda fn, arrays: calls.append(arrays.shape) or original(fn, arrays))
     vae_runs.run_vae(study, tmp_path / "batched", figures=False, progress=False)
     assert calls and all(shape[:2] == (2, 1597) for shape in calls)
     one, batched = (np.genfromtxt(tmp_path / name / "summary.csv", delimiter=",", names=True) for name in ("one", "batched"))
@@ -311,7 +315,7 @@ def test_cli_on_the_8x8_digits(tmp_path, capsys):
     assert [r["generation"] for r in rows] == ["0", "1", "2"]
     for column in ("heldout_nelbo_mean", "heldout_nelbo_se", "latent_sd_mean", "class_entropy_mean", "train_loss_mean"):
         assert rows[1][column] != "", column
-    for name in ("config.json", "latents.npz", "figure8.png", "figure9.png", "checkpoints/generation_2.safetensors"):
+    for name in ("config.json", "latents.npz", "figure8.png", "figure9.png", "report.md", "checkpoints/generation_2/params_0-2.safetensors"):
         assert (out / name).is_file(), name
-    assert main(["vae", "--regime", "mix:0.5,0.5,0", "--out", str(tmp_path / "bad")]) == 2
-    assert "replace, real-fraction, accumulate" in capsys.readouterr().err
+    assert main(["vae", "--regime", "mix:0.5,0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "mix needs three proportions" in capsys.readouterr().err

@@ -24,9 +24,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .engine import SimulationResult
+from .tables import csv_text, number
 from .theory import gaussian as theory
 
-__all__ = ["Curve", "TheoryRow", "Verdict", "theory_curves", "theory_table", "verdicts", "format_check", "Z_LIMIT"]
+__all__ = ["Curve", "TheoryRow", "Verdict", "theory_curves", "theory_table", "verdicts", "format_check", "check_csv",
+           "Z_LIMIT"]
 
 Z_LIMIT = 5.0
 
@@ -169,7 +171,8 @@ def format_check(rows: list[TheoryRow], shown_generations=None, z_limit: float =
         return "No closed form applies to this study.\n"
     last = max(row.generation for row in rows)
     if shown_generations is None:
-        shown_generations = sorted({1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, last} & set(range(1, last + 1)))
+        first = min(row.generation for row in rows)  # 0 where a row judges p_0's own data
+        shown_generations = sorted({first, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, last} & set(range(first, last + 1)))
     lines = [f"{'gen':>5}  {'quantity':<16} {'formula':<22} {'monte carlo':>13} {'std err':>10} {'formula':>13} {'z':>8}"]
     for row in rows:
         if row.generation in shown_generations and row.state < 3:  # per-state rows: the first three states
@@ -189,3 +192,15 @@ def format_check(rows: list[TheoryRow], shown_generations=None, z_limit: float =
             f"{verdict.worst_relative_error:.3g}, {verdict.compared} of {verdict.generations} generations compared"
         )
     return "\n".join(lines) + "\n"
+
+
+def check_csv(rows: list[TheoryRow], per_state: bool = False) -> str:
+    """check.csv: one line per row (generation, [state,] quantity, formula, kind, Monte
+    Carlo estimate, standard error, the formula's value, z)."""
+    state = ["state"] if per_state else []
+    return csv_text(
+        ["generation"] + state + ["quantity", "formula", "kind", "monte_carlo", "standard_error", "formula_value", "z"],
+        [[str(r.generation)] + (["" if r.state < 0 else str(r.state)] if per_state else [])
+         + [r.quantity, r.formula, r.kind, number(r.estimate), number(r.standard_error), number(r.value), number(r.z)]
+         for r in rows],
+    )

@@ -42,6 +42,7 @@ from ._progress import Progress
 from ._random import LANE_BLOCK, step_words
 from ._validation import ConfigError, require_int
 from .distributed import is_main_process
+from .host import HostProgram, run_host_program
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
 
 __all__ = ["ChainProgram", "SimulationResult", "simulate", "RECORDS", "EXECUTORS"]
@@ -196,7 +197,7 @@ def simulate(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     identity: dict | None = None,
-    executor: str = "scan",
+    executor: str | None = None,
 ) -> SimulationResult:
     """Run ``num_chains`` independent chains of ``program`` for ``num_generations``.
 
@@ -227,8 +228,23 @@ def simulate(
     generation: for a step too heavy for a loop body, or generations that need host work
     between them). Keys, records, chunks and checkpoints are the driver's: the two give
     bit-identical trajectories (parameters and metrics, tested); summaries agree to
-    rounding (a metric's reduction may round differently inside a loop body).
+    rounding (a metric's reduction may round differently inside a loop body). The default
+    is ``"scan"`` for a :class:`ChainProgram`.
+
+    A :class:`~jaxcollapse.host.HostProgram` (a neural family's chain, built by
+    :func:`jaxcollapse.programs.host_program`) runs on the host executor only (the
+    default for it): a Python loop over generations whose stages (fit, sample, score) are
+    calls of their own, with the same keys and data policies; ``checkpoint`` is then a
+    folder of per-stage artefacts (see :mod:`jaxcollapse.host`) and ``num_chains`` the
+    number of independent runs. ``chunk_size``, ``num_devices`` and ``segment_length`` do
+    not apply to it.
     """
+    if isinstance(program, HostProgram):
+        return _simulate_on_host(program, num_chains=num_chains, num_generations=num_generations, seed=seed,
+                                 record=record, metrics=metrics, quantile_metrics=quantile_metrics,
+                                 final_metrics=final_metrics, progress=progress, checkpoint=checkpoint,
+                                 identity=identity, executor=executor)
+    executor = "scan" if executor is None else executor
     num_chains = require_int("chains", num_chains, 1)
     num_generations = program.resolve_generations(num_generations)
     seed = require_int("seed", seed, 0)
@@ -475,4 +491,46 @@ def simulate(
     else:
         result.moments = {k: np.asarray(v, np.float64) for k, v in merged_moments.items()}
         result.sketches = merged_sketches
+    return result
+
+
+def _simulate_on_host(program: HostProgram, *, num_chains, num_generations, seed, record, metrics, quantile_metrics,
+                      final_metrics, progress, checkpoint, identity, executor) -> SimulationResult:
+    """:func:`simulate` for a host program: checks on the host, then the host executor."""
+    if executor not in (None, "host"):
+        raise ConfigError(f"a HostProgram (family {program.family.name!r}) runs on executor='host' only; "
+                          f"got executor={executor!r}")
+    num_chains = require_int("chains", num_chains, 1)
+    num_generations = program.resolve_generations(num_generations)
+    seed = require_int("seed", seed, 0)
+    if seed >= 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32); got {seed}")
+    if record not in RECORDS:
+        raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
+    names = program.metric_names
+    for label, chosen in (("metrics", metrics or ()), ("quantile metrics", quantile_metrics),
+                          ("final metrics", final_metrics)):
+        unknown = [name for name in chosen if name not in names]
+        if unknown:
+            raise ConfigError(f"{label} must be among {', '.join(names)}; got {unknown!r}")
+    if metrics is not None and not metrics:
+        raise ConfigError(f"metrics must be a non-empty selection of {', '.join(names)}; got {metrics!r}")
+    identity = {"program": identity, "chains": num_chains, "generations": num_generations, "seed": seed,
+                "x64": bool(jax.config.jax_enable_x64), "executor": "host"}
+    started = time.perf_counter()
+    trajectories, params = run_host_program(program, num_chains=num_chains, seed=seed, checkpoint=checkpoint,
+                                            identity=identity, progress=bool(progress))
+    chosen = tuple(metrics) if metrics is not None else names
+    trajectories = {name: trajectories[name] for name in chosen}
+    result = SimulationResult(num_chains=num_chains, num_generations=num_generations, record=record,
+                              metric_names=chosen, run_seconds=time.perf_counter() - started)
+    if final_metrics:
+        result.final = {name: trajectories[name][-1] for name in final_metrics}
+    if record == "trajectories":
+        result.trajectories, result.params = trajectories, params
+    else:
+        result.moments = {name: _host_moments(np.asarray(values, np.float64)) for name, values in trajectories.items()}
+        result.sketches = {name: np.stack([np.asarray(sketch(jnp.asarray(values), jnp.ones(values.shape[0])))
+                                           for values in trajectories[name]]).astype(np.int64)
+                           for name in quantile_metrics}
     return result

@@ -33,9 +33,10 @@ from ._random import key_from_words
 from ._validation import ConfigError, require_int
 from .engine import ChainProgram
 from .families.base import Family
+from .host import Generation, HostProgram
 from .policies import DataPolicy, data_program
 
-__all__ = ["data_path_program"]
+__all__ = ["data_path_program", "host_program", "HostProgram", "Generation"]
 
 
 def data_path_program(
@@ -60,6 +61,9 @@ def data_path_program(
     may pass a placeholder schedule (its one size shapes the buffers) with
     ``num_generations=0``. ``bytes_per_chain`` defaults to the data buffers' size plus
     the parameters'; ``preferred_chunk`` is passed to the engine (see :class:`ChainProgram`)."""
+    if family.fit is None or family.sample is None:
+        raise ConfigError(f"family {family.name!r} trains or samples on the host (its fit or sample is not a "
+                          f"traceable function): build its chain with host_program and run it with executor='host'")
     if num_generations is None:
         num_generations = len(sizes)
     num_generations = require_int("num_generations", num_generations, 0)
@@ -134,3 +138,63 @@ def _check_rows(what: str, produced, rows: int, row: jax.ShapeDtypeStruct) -> No
         got = f"{produced.shape} {produced.dtype}" if isinstance(produced, jax.ShapeDtypeStruct) else repr(produced)
         raise ConfigError(f"{what} must return rows of the family's row, shape {expected} {row.dtype} for n = {rows}; "
                           f"got {got}")
+
+
+def host_program(
+    family: Family,
+    policy: DataPolicy,
+    sizes,
+    sample_initial: Callable[[Any, int], Any],
+    *,
+    metrics: Callable[[Generation], dict],
+    metric_names: tuple[str, ...],
+    initial_params: Any = None,
+    params_shape: Any = None,
+    chains_per_call: int | None = None,
+    on_stage: Callable[[int, str, int, int], None] | None = None,
+    num_generations: int | None = None,
+) -> HostProgram:
+    """A chain of ``family`` for the host executor (:mod:`jaxcollapse.host`): the same
+    data policy, schedule and keys as :func:`data_path_program`, with the generation loop
+    in Python and each stage (fit, sample, score) a call of its own, so that a fit may be
+    a host loop over minibatches (``Family.fit_runs``) and every stage's result can be
+    saved as it ends.
+
+    ``metrics(generation) -> dict`` is a host function of a :class:`~jaxcollapse.host.Generation`
+    (parameters, the rows the generation wrote, the data it was fitted to, the first
+    model), returning arrays with the runs axis first; ``metric_names`` are its keys.
+    ``initial_params`` (optional): generation 0's parameters (then the result holds every
+    generation's parameters, as the data path's trajectories do). ``params_shape``: one
+    run's parameters as ``jax.ShapeDtypeStruct``s (to read saved parameters back);
+    derived from ``family.fit`` when it is traceable, required otherwise.
+    ``chains_per_call``: runs per call of a stage (default all; 1 trains runs in turn and
+    saves each as it ends). ``on_stage(generation, stage, first_run, end_run)`` is called
+    after every computed stage (progress, or a test's interruption)."""
+    sizes = np.asarray(sizes)
+    if num_generations is None:
+        num_generations = len(sizes)
+    num_generations = require_int("num_generations", num_generations, 0)
+    if num_generations > len(sizes):
+        raise ConfigError(f"num_generations must be <= {len(sizes)} (the schedule's sample sizes M_0..M_(G-1)); "
+                          f"got {num_generations}")
+    if (family.fit is None and family.fit_runs is None) or (family.sample is None and family.sample_runs is None):
+        raise ConfigError(f"family {family.name!r} needs fit or fit_runs, and sample or sample_runs")
+    if chains_per_call is not None:
+        chains_per_call = require_int("chains_per_call", chains_per_call, 1)
+    metric_names = tuple(metric_names)
+    if not metric_names:
+        raise ConfigError("metric_names must name at least one metric")
+    sizes_np = sizes if len(sizes) else np.array([2], np.int64)
+    policy.check_sizes(sizes_np)
+    rows = int(np.max(sizes_np))
+    row = jax.ShapeDtypeStruct(family.row.shape, jax.dtypes.canonicalize_dtype(family.row.dtype))
+    _check_rows("sample_initial(key, n)", jax.eval_shape(lambda key: sample_initial(key, rows), jax.random.key(0)),
+                rows, row)
+    if params_shape is None:
+        if family.fit is None:
+            raise ConfigError(f"family {family.name!r} fits on the host only: give host_program its params_shape "
+                              f"(one run's parameters as jax.ShapeDtypeStruct leaves)")
+        params_shape = jax.eval_shape(family.fit, jax.random.key(0), jax.ShapeDtypeStruct((rows, *row.shape), row.dtype),
+                                      jax.ShapeDtypeStruct((rows,), jnp.result_type(float)))
+    return HostProgram(family, policy, sizes_np, sample_initial, metrics, metric_names, num_generations,
+                       params_shape, initial_params, chains_per_call, on_stage)

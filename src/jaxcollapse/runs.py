@@ -32,7 +32,7 @@ import numpy as np
 from . import studies
 from ._files import atomic_text
 from ._validation import ConfigError
-from .check import format_check, verdicts
+from .check import check_csv, format_check, verdicts
 from .distributed import is_main_process
 from .engine import SimulationResult, simulate
 from .studies.base import RunOutcome, RunSettings
@@ -219,13 +219,7 @@ def _report(title: str, facts: list[str], result, rows, figure_names) -> str:
 
 
 def _check_csv(rows, per_state: bool) -> str:
-    state = ["state"] if per_state else []
-    return _csv_text(
-        ["generation"] + state + ["quantity", "formula", "kind", "monte_carlo", "standard_error", "formula_value", "z"],
-        [[str(r.generation)] + (["" if r.state < 0 else str(r.state)] if per_state else [])
-         + [r.quantity, r.formula, r.kind, _number(r.estimate), _number(r.standard_error), _number(r.value), _number(r.z)]
-         for r in rows],
-    )
+    return check_csv(rows, per_state)
 
 
 def resume(folder, *, figures: bool = True) -> RunOutcome | None:

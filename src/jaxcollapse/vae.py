@@ -12,10 +12,10 @@ from .vae_model import (
     ARCHITECTURES, SAMPLE_MODES, ConvVAE, MLPVAE, TrainConfig, VAEConfig, build_model, decode_means, encode_means,
     generate, init_params, negative_elbo, parameter_count,
 )
-from .vae_train import TRAIN_LOOPS, train, train_runs, vae_family
+from .vae_train import TRAIN_LOOPS, VAEFit, sample_runs, train, train_runs, vae_family
 
 __all__ = [
     "VAEConfig", "TrainConfig", "ConvVAE", "MLPVAE", "build_model", "init_params", "generate", "decode_means",
     "encode_means", "negative_elbo", "parameter_count", "ARCHITECTURES", "SAMPLE_MODES", "train", "train_runs",
-    "TRAIN_LOOPS", "vae_family",
+    "TRAIN_LOOPS", "vae_family", "VAEFit", "sample_runs",
 ]

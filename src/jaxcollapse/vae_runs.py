@@ -1,17 +1,21 @@
-"""Recursive VAE training, one generation at a time, with checkpoints and resume.
+"""Recursive VAE training: the VAE family on the one driver's host executor.
 
 Generation 0 is the real training set; generation n >= 1 is a fresh VAE trained on D_{n-1}
-(the paper's generation n - 1), for ``runs`` independent runs at once (``jax.vmap`` over
-their keys). D_n holds as many images as the real training set: decoder samples of
-generation n (``replace``), a fraction of real images drawn afresh each generation plus
-samples (``real-fraction:F``), or everything so far (``accumulate``).
+(the paper's generation n - 1), for ``runs`` independent runs. D_n holds as many images
+as the real training set, built by any data policy of the engine
+(:mod:`jaxcollapse.policies`): decoder samples of generation n (``replace``), a fraction
+of real images drawn afresh each generation plus samples (``real-fraction:F``), every
+image so far (``accumulate``), fresh real images, resamples of the pool, or the paper's
+mixture ``mix:A,B,G``.
 
-A run folder holds ``config.json``, ``checkpoints/generation_<n>.safetensors`` (every
-run's parameters, written atomically as soon as the generation is trained), and, rewritten
-after every generation, ``summary.csv`` and ``latents.npz``. Every random key derives
-from the seed, the generation and the run, so a run that is stopped at any moment and
-started again with the same folder loads the finished generations, rebuilds their data
-from the checkpoints and ends bit-identical to an uninterrupted run (tested).
+A run folder holds ``config.json``, ``checkpoints/`` (the host executor's artefacts:
+``generation_<n>/params_0-<R>.safetensors``, every run's parameters and epoch losses,
+written atomically as soon as the generation is trained, the images it decoded and its
+metrics; see :mod:`jaxcollapse.host`), and at the end ``summary.csv``, ``latents.npz``,
+figures and ``report.md``. Every random key derives from the seed, the generation and the
+run, so a run that is stopped at any moment and started again with the same folder loads
+every finished stage, rebuilds the data sets from the saved images and ends bit-identical
+to an uninterrupted run (tested).
 
 Metrics per generation (mean and standard error across runs): ``heldout_nelbo``, the
 negative ELBO of held-out real images under the generation's model; ``latent_sd``, the
@@ -33,6 +37,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -43,18 +48,17 @@ import numpy as np
 import optax
 from flax import nnx
 
+from . import vae_train
 from ._files import atomic_bytes, claim_run_folder
 from ._validation import ConfigError, require_choice, require_int
 from .images import DATASETS, load_images
-from .policies import DataPolicy
-from .vae_model import (
-    SAMPLE_MODES, TrainConfig, VAEConfig, _latents, _pixels, decode_means, encode_means, negative_elbo,
-)
-from .vae_train import train_runs
+from .policies import REGIMES, DataPolicy
+from .vae_model import SAMPLE_MODES, TrainConfig, VAEConfig, encode_means, negative_elbo
+from .vae_train import vae_family
 
 __all__ = ["VAEStudy", "run_vae", "default_model", "VAE_REGIMES"]
 
-VAE_REGIMES = ("replace", "real-fraction", "accumulate")
+VAE_REGIMES = REGIMES  # every data policy of the engine
 LATENT_KEEP = 500  # latent means kept per run and generation for the density figure
 
 
@@ -104,36 +108,6 @@ class VAEStudy:
         model = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model.items()})
         return cls(blob["generations"], blob["runs"], blob["dataset"], model, TrainConfig(**blob["training"]),
                    blob["sample_mode"], DataPolicy.from_json(blob["regime"]), blob["heldout"], blob["seed"])
-
-
-# ---------------------------------------------------------------------------- files
-
-def _leaf_name(key_path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path)
-
-
-def _save_checkpoint(path: Path, trained) -> None:
-    """Every run's parameters and epoch losses, (runs, ...) each, as safetensors."""
-    from safetensors.numpy import save
-
-    flat = {_leaf_name(key_path): np.asarray(leaf) for key_path, leaf in jax.tree_util.tree_flatten_with_path(trained)[0]}
-    atomic_bytes(path, save(flat))
-
-
-def _load_checkpoint(path: Path, template):
-    """The (params, losses) of ``_save_checkpoint``, shaped like ``template``."""
-    from safetensors.numpy import load_file
-
-    stored = load_file(str(path))
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    leaves = []
-    for key_path, leaf in paths:
-        name = _leaf_name(key_path)
-        if name not in stored or stored[name].shape != leaf.shape:
-            raise ConfigError(f"checkpoint {path} does not match this study's model (parameter {name}); "
-                              f"use another --out or --force to start over")
-        leaves.append(jnp.asarray(stored[name]))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -188,65 +162,34 @@ def _latent_sd(latents) -> float:
 
 # ---------------------------------------------------------------------------- the run
 
-# Images per run in one compiled call of sampling and encoding, so that their memory stays
-# bounded whatever the data set (the conv decoder's largest array holds ~130 KB an image:
-# 5 runs of the 60000 MNIST digits at once would need ~40 GB).
-EVAL_BATCH = 2048
+class _Stopped(Exception):
+    """``run_vae(stop_after=...)`` ends the run here, as an interruption would."""
 
 
-def _over_image_batches(fn, arrays):
-    """``fn(batch)`` over slices of ``arrays`` (runs, N, ...) along N, at most EVAL_BATCH
-    at a time (a short last slice is padded, so one compilation serves every slice), the
-    results joined along N."""
-    count = arrays.shape[1]
-    if count <= EVAL_BATCH:
-        return fn(arrays)
-    parts = []
-    for first in range(0, count, EVAL_BATCH):
-        batch = arrays[:, first:first + EVAL_BATCH]
-        short = EVAL_BATCH - batch.shape[1]
-        if short:
-            batch = jnp.concatenate([batch, jnp.zeros((batch.shape[0], short, *batch.shape[2:]), batch.dtype)], axis=1)
-        parts.append(fn(batch)[:, :EVAL_BATCH - short])
-    return jnp.concatenate(parts, axis=1)
-
-
-def _keys(study: VAEStudy, generation: int):
-    """(train keys, sample keys, policy key) of a generation: derived, never split across runs."""
-    base = jax.random.fold_in(jax.random.key(study.seed), generation)
-    train_root, sample_root, policy_key = jax.random.split(base, 3)
-    runs = jnp.arange(study.runs)
-    return (jax.vmap(lambda r: jax.random.fold_in(train_root, r))(runs),
-            jax.vmap(lambda r: jax.random.fold_in(sample_root, r))(runs), policy_key)
-
-
-def _next_data(study, generation, samples, real, pool):
-    """D_n from the generation's samples (runs, N, H, W, 1), the real set and the pool."""
-    kind = study.policy.kind
-    if kind == "replace":
-        return samples, pool
-    if kind == "accumulate":
-        pool = jnp.concatenate([pool, samples], axis=1)
-        return pool, pool
-    count = int(round(study.policy.fraction * real.shape[0]))
-    policy_key = _keys(study, generation)[2]
-    picks = jax.vmap(lambda r: jax.random.permutation(jax.random.fold_in(policy_key, r), real.shape[0])[:count])(
-        jnp.arange(study.runs))
-    return samples.at[:, :count].set(real[picks]), pool
+def _metric_names():
+    return ("heldout_nelbo", "latent_sd", "class_entropy", "train_loss", "latents", "grid")
 
 
 def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = True, progress: bool = True,
             stop_after: int | None = None) -> list[dict]:
     """Run (or resume) ``study`` in ``folder``; returns the summary rows. ``stop_after``
-    ends after that generation, as an interruption would (for tests)."""
+    ends after that generation, as an interruption would (for tests).
+
+    The chain is the VAE family (:func:`jaxcollapse.vae.vae_family`) on the host
+    executor (:func:`jaxcollapse.simulate` of a :func:`~jaxcollapse.programs.host_program`):
+    D_0 is the real training set (in a random order: a draw without replacement from the
+    empirical p_0), every later D_n as many images, built by the study's data policy
+    (any of :data:`jaxcollapse.policies.REGIMES`); every stage's result is kept in
+    ``checkpoints/``."""
+    from .engine import simulate
+    from .programs import host_program
+
     folder = Path(folder)
-    config = {"format_version": 1, "command": "vae", "study": json.loads(json.dumps(study.to_json()))}
+    config = {"format_version": 2, "command": "vae", "study": json.loads(json.dumps(study.to_json()))}
     claim_run_folder(folder, config, force=force)
     checkpoints = folder / "checkpoints"
     if force and checkpoints.exists():
-        for old in checkpoints.glob("generation_*.safetensors"):
-            old.unlink()
-    checkpoints.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(checkpoints)
 
     data = load_images(study.dataset)
     order = np.random.default_rng(study.seed).permutation(len(data.images))
@@ -256,61 +199,60 @@ def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = Tru
         raise ConfigError(f"{study.dataset} images are {data.images.shape[1]}x{data.images.shape[2]}; the model expects "
                           f"{study.model.image_shape[0]}x{study.model.image_shape[1]}")
     heldout = jnp.asarray(data.images[order[: study.heldout]])
-    real = jnp.asarray(data.images[order[study.heldout:]])
-    classify = _train_classifier(data.images[order[study.heldout:]], data.labels[order[study.heldout:]], study.seed)
-    model, training = study.model, study.training
-
-    def fit_runs(keys, images):  # a Python loop over compiled steps for the conv model on a CPU (see train)
-        return train_runs(keys, model, training, images)
-
-    def trained_shape(keys, images):
-        return jax.eval_shape(lambda k, x: train_runs(k, model, training, x, loop="scan"), keys, images)
-    decode_batch = jax.jit(jax.vmap(lambda params, z: decode_means(model, params, z)))
+    real_images = data.images[order[study.heldout:]]
+    count = len(real_images)
+    real = jnp.asarray(real_images.reshape(count, -1))
+    classify = _train_classifier(real_images, data.labels[order[study.heldout:]], study.seed)
+    model = study.model
+    family = vae_family(model, study.training, study.sample_mode)
+    shape = (*model.image_shape, 1)
     encode_batch = jax.jit(jax.vmap(lambda params, images: encode_means(model, params, images)))
-
-    def sample_runs(keys, params):  # generate(key, ...) for each run, decoded EVAL_BATCH images at a time
-        z, pixel_keys = jax.vmap(lambda key: _latents(key, model, real.shape[0]))(keys)
-        means = _over_image_batches(lambda batch: decode_batch(params, batch), z)
-        return jax.vmap(lambda key, means: _pixels(key, means, study.sample_mode))(pixel_keys, means)
-
-    def encode_runs(params, images):
-        return _over_image_batches(lambda batch: encode_batch(params, batch), images)
-
     elbo_runs = jax.jit(jax.vmap(lambda params: negative_elbo(jax.random.key(study.seed), model, params, heldout)))
 
-    current = jnp.broadcast_to(real, (study.runs, *real.shape))
-    pool = current
-    first_params = None
-    rows, latents, grids = [], {}, {}
-    last = study.generations if stop_after is None else min(stop_after, study.generations)
-    for generation in range(1, last + 1):
-        path = checkpoints / f"generation_{generation}.safetensors"
-        train_keys, sample_keys, _ = _keys(study, generation)
-        if path.is_file():  # finished before an interruption: never trained again
-            params, losses = _load_checkpoint(path, trained_shape(train_keys, current))
-        else:
-            params, losses = fit_runs(train_keys, current)
-            _save_checkpoint(path, (params, losses))
-        if first_params is None:
-            first_params = params
-            rows.append(_row(0, None, current, encode_runs(first_params, current), None, None, classify))
-            latents["generation_0"] = np.asarray(encode_runs(first_params, current))[:, :LATENT_KEEP]
-        samples = sample_runs(sample_keys, params)
-        grids[generation] = np.asarray(samples[0, :36])
-        current, pool = _next_data(study, generation, samples, real, pool)
-        encoded = encode_runs(first_params, samples)
-        latents[f"generation_{generation}"] = np.asarray(encoded)[:, :LATENT_KEEP]
-        rows.append(_row(generation, real.shape[0], samples, encoded, elbo_runs(params), losses[:, -1], classify))
-        _write_summary(folder, rows, latents)
-        if progress:
-            print(f"generation {generation}/{study.generations}: held-out -ELBO "
-                  f"{rows[-1]['heldout_nelbo_mean']:.2f}, latent sd {rows[-1]['latent_sd_mean']:.3f}, "
-                  f"class entropy {rows[-1]['class_entropy_mean']:.3f}", flush=True)
-    if figures and last == study.generations:
+    def sample_initial(key, n):  # the real training set, in a random order
+        return real[jax.random.permutation(key, count)[:n]]
+
+    def metrics(generation):
+        images = jnp.asarray(generation.samples).reshape(*generation.samples.shape[:2], *shape)
+        first = generation.reference.params
+        encoded = vae_train.over_image_batches(lambda batch: encode_batch(first, batch), images)
+        runs = images.shape[0]
+        fitted = generation.params
+        values = {
+            "heldout_nelbo": np.full(runs, np.nan) if fitted is None else np.asarray(elbo_runs(fitted.params)),
+            "latent_sd": np.array([_latent_sd(e) for e in np.asarray(encoded)]),
+            "class_entropy": np.array([_class_entropy(classify, run_images) for run_images in images]),
+            "train_loss": np.full(runs, np.nan) if fitted is None else np.asarray(fitted.losses[:, -1]),
+            "latents": np.asarray(encoded)[:, :LATENT_KEEP],
+            "grid": np.asarray(images[:, :36]),
+        }
+        if progress and generation.index:
+            print(f"generation {generation.index}/{study.generations}: held-out -ELBO "
+                  f"{np.mean(values['heldout_nelbo']):.2f}, latent sd {np.mean(values['latent_sd']):.3f}, "
+                  f"class entropy {np.mean(values['class_entropy']):.3f}", flush=True)
+        return values
+
+    def on_stage(generation, stage, first, end):
+        if stop_after is not None and generation == stop_after and stage == "score" and end == study.runs:
+            raise _Stopped
+
+    program = host_program(family, study.policy, np.full(study.generations, count), sample_initial,
+                           metrics=metrics, metric_names=_metric_names(), on_stage=on_stage)
+    try:
+        result = simulate(program, num_chains=study.runs, seed=study.seed, record="trajectories",
+                          checkpoint=checkpoints, identity=study.to_json(), progress=progress)
+    except _Stopped:
+        return []
+    values = result.trajectories
+    rows = [_row(generation, None if generation == 0 else count, values, generation)
+            for generation in range(study.generations + 1)]
+    latents = {f"generation_{generation}": values["latents"][generation] for generation in range(study.generations + 1)}
+    _write_summary(folder, rows, latents)
+    if figures:
         from .plots import write_vae_figures
 
-        grids[0] = np.asarray(real[:36])
-        write_vae_figures(folder, latents, grids)
+        write_vae_figures(folder, latents, {generation: values["grid"][generation, 0]
+                                            for generation in range(study.generations + 1)})
     return rows
 
 
@@ -320,16 +262,12 @@ def _mean_se(values):
     return float(values.mean()), float(se)
 
 
-def _row(generation, samples, images, encoded, elbos, losses, classify) -> dict:
+def _row(generation, samples, values, index) -> dict:
     row = {"generation": generation, "samples": samples}
-    per_run = {
-        "heldout_nelbo": None if elbos is None else np.asarray(elbos),
-        "latent_sd": [_latent_sd(e) for e in np.asarray(encoded)],
-        "class_entropy": [_class_entropy(classify, run_images) for run_images in images],
-        "train_loss": None if losses is None else np.asarray(losses),
-    }
-    for name, values in per_run.items():
-        row[f"{name}_mean"], row[f"{name}_se"] = _mean_se(values) if values is not None else (None, None)
+    for name in ("heldout_nelbo", "latent_sd", "class_entropy", "train_loss"):
+        per_run = values[name][index]
+        mean_se = (None, None) if np.all(np.isnan(per_run)) else _mean_se(per_run)
+        row[f"{name}_mean"], row[f"{name}_se"] = mean_se
     return row
 
 

@@ -41,10 +41,12 @@ from ._xla_cpu.fusion import materialize, value_and_grad_in_lanes
 from .families.base import Family
 from .images import check_images
 from .vae_model import (
-    SAMPLE_MODES, TrainConfig, VAEConfig, _graph, _noise, _per_image_loss, generate, init_params, negative_elbo,
+    SAMPLE_MODES, TrainConfig, VAEConfig, _graph, _latents, _noise, _per_image_loss, _pixels, decode_means, generate,
+    init_params, negative_elbo,
 )
 
-__all__ = ["train", "train_runs", "TRAIN_LOOPS", "vae_family", "CPU_CHUNK", "CPU_CHUNKS", "CPU_LANES"]
+__all__ = ["train", "train_runs", "TRAIN_LOOPS", "vae_family", "VAEFit", "EVAL_BATCH", "over_image_batches",
+           "sample_runs", "CPU_CHUNK", "CPU_CHUNKS", "CPU_LANES"]
 
 
 # On a CPU the conv model's training batch goes through the network in chunks of at least
@@ -234,10 +236,15 @@ def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weigh
     state, epoch_keys = init(keys)
     losses = []
     valid = jnp.maximum(jnp.sum(weights > 0, axis=-1), 1)
+    # a step past every run's valid rows leaves the runs as they are (a batch with no valid
+    # row changes nothing): a buffer with padding (an accumulate pool before it fills)
+    # needs only the steps of its valid rows
+    batch = min(train_config.batch_size, images.shape[-4])
+    steps = min(trainer.steps, max(1, -(-int(np.max(np.asarray(jnp.sum(weights > 0, axis=-1)))) // batch)))
     for epoch in range(train_config.epochs):
         order, step_keys = plan(epoch_keys[:, epoch], weights)
         total = 0.0
-        for index in range(trainer.steps):
+        for index in range(steps):
             state, value = step(state, images, weights, order, index, step_keys[:, index])
             total = total + value
         losses.append(total / valid)
@@ -263,18 +270,88 @@ def _host_steps(config, train_config, rows, data_axis):
     return init, plan, step
 
 
+class VAEFit(NamedTuple):
+    """What the VAE family's fit returns: the trained parameters and the mean training
+    loss of each epoch (``losses``, (epochs,))."""
+
+    params: Any
+    losses: Any
+
+
+def _vae_params(fitted):
+    """The VAE's parameters from a fit (:class:`VAEFit`) or from ``init_params``."""
+    return fitted.params if isinstance(fitted, VAEFit) else fitted
+
+
+# Images per run in one compiled call of sampling and encoding, so that their memory stays
+# bounded whatever the data set (the conv decoder's largest array holds ~130 KB an image:
+# 5 runs of the 60000 MNIST digits at once would need ~40 GB).
+EVAL_BATCH = 2048
+
+
+def over_image_batches(fn, arrays):
+    """``fn(batch)`` over slices of ``arrays`` (runs, N, ...) along N, at most
+    :data:`EVAL_BATCH` at a time (a short last slice is padded, so one compilation serves
+    every slice), the results joined along N."""
+    count = arrays.shape[1]
+    if count <= EVAL_BATCH:
+        return fn(arrays)
+    parts = []
+    for first in range(0, count, EVAL_BATCH):
+        batch = arrays[:, first:first + EVAL_BATCH]
+        short = EVAL_BATCH - batch.shape[1]
+        if short:
+            batch = jnp.concatenate([batch, jnp.zeros((batch.shape[0], short, *batch.shape[2:]), batch.dtype)], axis=1)
+        parts.append(fn(batch)[:, :EVAL_BATCH - short])
+    return jnp.concatenate(parts, axis=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_runs(config):
+    return jax.jit(jax.vmap(lambda params, z: decode_means(config, params, z)))
+
+
+def sample_runs(keys, config: VAEConfig, params, n: int, mode: str = "mean"):
+    """``generate(keys[r], config, params[r], n, mode)`` for every run r (params with a
+    leading runs axis), decoded :data:`EVAL_BATCH` images at a time; (runs, n, H, W, 1)."""
+    z, pixel_keys = jax.vmap(lambda key: _latents(key, config, n))(keys)
+    decode = _decode_runs(config)
+    means = over_image_batches(lambda batch: decode(params, batch), z)
+    return jax.vmap(lambda key, means: _pixels(key, means, mode))(pixel_keys, means)
+
+
 def vae_family(config: VAEConfig, train_config: TrainConfig = TrainConfig(), mode: str = "mean") -> Family:
-    """The VAE as a :class:`Family`: data rows are flattened images (n, H W)."""
+    """The VAE as a :class:`Family`: data rows are flattened images (n, H W); ``fit``
+    trains a fresh VAE (:func:`train`) and returns a :class:`VAEFit`; ``sample`` decodes
+    z ~ N(0, I) (decoder means, or Bernoulli draws of them: ``mode``). Its batched forms
+    for the host executor train runs with :func:`train_runs` (a host loop of compiled
+    steps for the conv model on a CPU) and decode :data:`EVAL_BATCH` images at a time.
+
+    Example:
+        >>> config = VAEConfig(image_shape=(8, 8), latent=2, architecture="mlp", hidden=(8,))
+        >>> family = vae_family(config, TrainConfig(epochs=1, batch_size=32))
+        >>> family.row.shape, family.sample(jax.random.key(0), init_params(jax.random.key(1), config), 3).shape
+        ((64,), (3, 64))
+    """
     require_choice("sample mode", mode, SAMPLE_MODES)
     shape = (*config.image_shape, 1)
 
     def fit(key, data, weights):
-        return train(key, config, train_config, data.reshape(-1, *shape), weights)[0]
+        return VAEFit(*train(key, config, train_config, data.reshape(-1, *shape), weights))
 
-    def sample(key, params, n):
-        return generate(key, config, params, n, mode).reshape(n, config.pixels)
+    def sample(key, fitted, n):
+        return generate(key, config, _vae_params(fitted), n, mode).reshape(n, config.pixels)
 
-    def metrics(params, reference: Any):
-        return {"negative_elbo": negative_elbo(jax.random.key(0), config, params, reference)}
+    def fit_runs(keys, data, weights, previous):  # every generation trains a fresh VAE: previous unused
+        data = jnp.asarray(data)
+        return VAEFit(*train_runs(keys, config, train_config, data.reshape(*data.shape[:2], *shape), weights))
 
-    return Family(name="vae", dim=config.pixels, fit=fit, sample=sample, metrics=metrics)
+    def batched_sample(keys, fitted, n):
+        images = sample_runs(keys, config, _vae_params(fitted), n, mode)
+        return images.reshape(images.shape[0], n, config.pixels)
+
+    def metrics(fitted, reference: Any):
+        return {"negative_elbo": negative_elbo(jax.random.key(0), config, _vae_params(fitted), reference)}
+
+    return Family(name="vae", dim=config.pixels, fit=fit, sample=sample, metrics=metrics, fit_runs=fit_runs,
+                  sample_runs=batched_sample)

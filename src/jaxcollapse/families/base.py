@@ -75,6 +75,8 @@ class _FamilyFields(NamedTuple):
     metrics: Callable[[Any, Any], dict]
     sufficient: SufficientStatistics | None = None
     refit: Callable[[Any, Any, Any, Any], Any] | None = None
+    fit_runs: Callable[[Any, Any, Any, Any], Any] | None = None
+    sample_runs: Callable[[Any, Any, int], Any] | None = None
 
 
 class Family(_FamilyFields):
@@ -92,6 +94,16 @@ class Family(_FamilyFields):
     chain from generation 2 on: an iterative fit (EM) may start from the previous
     generation's parameters (generation 1 is fitted to real data with ``fit``).
 
+    Host-driven training (:func:`jaxcollapse.programs.host_program`, run by the ``host``
+    executor) may also offer batched forms over independent runs, called from Python
+    rather than traced: ``fit_runs(keys, data, weights, previous) -> params`` fits run r
+    to ``data[r]`` with ``keys[r]`` (``previous`` is the runs' previous parameters, or
+    ``None``), and ``sample_runs(keys, params, n) -> data`` draws ``(runs, n, *row.shape)``.
+    They may loop over runs, train with a host loop, show progress; without them the host
+    executor uses ``jax.jit(jax.vmap(fit))`` and ``jax.jit(jax.vmap(sample))``. A family
+    whose fit cannot be traced (OPT's fine-tuning) gives ``fit_runs`` and leaves ``fit``
+    ``None``: it runs on the host executor only.
+
     The constructor also takes ``dim=d`` instead of ``row`` (and an integer in ``row``'s
     position), the spelling from before rows had a dtype: a row of d floats, as
     :func:`float_row` builds it. ``_replace`` keeps the row as it is.
@@ -101,9 +113,10 @@ class Family(_FamilyFields):
 
     # A __new__ on a subclass: typing.NamedTuple forbids overriding __new__ in its own
     # body, and the keyword ``dim`` is no field (it would duplicate the row).
-    def __new__(cls, name, row=None, fit=None, sample=None, metrics=None, sufficient=None, refit=None, *,
-                dim=None):
-        return super().__new__(cls, name, _row(row, dim), fit, sample, metrics, sufficient, refit)
+    def __new__(cls, name, row=None, fit=None, sample=None, metrics=None, sufficient=None, refit=None,
+                fit_runs=None, sample_runs=None, *, dim=None):
+        return super().__new__(cls, name, _row(row, dim), fit, sample, metrics, sufficient, refit, fit_runs,
+                               sample_runs)
 
     @property
     def dim(self) -> int:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -44,21 +44,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._files import atomic_bytes, claim_run_folder
+from .._files import atomic_bytes, atomic_text, claim_run_folder
 from .._validation import ConfigError, require_choice, require_int, require_positive
-from .data import BlockSplits, load_checkpoint_tokenizer, load_corpus, numpy_rng, sample_real_fraction
+from ..check import TheoryRow, check_csv
+from ..families.base import Family
+from ..host import stage_scratch
+from ..policies import DataPolicy, parse_policy
+from .data import BlockSplits, load_checkpoint_tokenizer, load_corpus
 from .data import tokenize_corpus, train_bpe_tokenizer
 from .finetune import FinetuneConfig, finetune, perplexity, score_blocks
 from .generate import GenerationConfig, generate
 from .opt import OPTConfig, OPTForCausalLM, decoder_fns, functional
 from .synthetic import SyntheticLanguage, synthetic_corpus
 
-__all__ = ["LMStudy", "run_lm", "PRESETS", "QUANTILES", "study_preset"]
+__all__ = ["LMStudy", "run_lm", "opt_family", "check_rows", "export_model", "PRESETS", "QUANTILES", "study_preset"]
 
 MODEL_PRESETS = ("tiny", "small")
 DECODINGS = ("beam", "greedy", "sample")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class LMStudy:
     zipf_exponent: float = 1.1
     generation_batch: int = 16
     seed: int = 0
+    regime: str = "replace"
 
     command: ClassVar[str] = "lm"
 
@@ -118,6 +123,14 @@ class LMStudy:
             raise ConfigError(f"temperature only applies to decoding='sample'; got decoding={self.decoding!r}")
         if not 0.0 <= self.real_fraction <= 1.0:
             raise ConfigError(f"real_fraction must lie in [0, 1]; got {self.real_fraction!r}")
+        policy = parse_policy(self.regime)
+        if self.real_fraction > 0 and policy.kind != "replace":
+            raise ConfigError(f"give real_fraction or regime, not both: real_fraction={self.real_fraction!r} means "
+                              f"regime real-fraction:{self.real_fraction:g}; got regime={self.regime!r} as well")
+        if self.new_tokens != self.block_size:
+            raise ConfigError(f"new_tokens must equal block_size ({self.block_size}): the blocks a generation writes "
+                              f"are the next generation's training blocks, in the data policy's buffers beside real "
+                              f"blocks; got new_tokens={self.new_tokens}")
         for name in ("train_blocks", "eval_blocks"):
             if getattr(self, name) is not None:
                 require_int(name, getattr(self, name), 1)
@@ -132,7 +145,14 @@ class LMStudy:
 
     @classmethod
     def from_json(cls, blob: dict) -> "LMStudy":
-        return cls(**blob)
+        return cls(**blob)  # a config without "regime" (format 1) takes the default
+
+    @property
+    def policy(self) -> DataPolicy:
+        """The data policy: ``regime``, or ``real-fraction:F`` for ``real_fraction`` F > 0."""
+        if self.real_fraction > 0:
+            return DataPolicy("real-fraction", fraction=self.real_fraction)
+        return parse_policy(self.regime)
 
     @property
     def pretrained(self) -> bool:
@@ -220,42 +240,6 @@ class _Setup:
         self.generation = study.generation_config(eos, pad)
 
 
-# ---------------------------------------------------------------------------- files
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    atomic_bytes(path, buffer.getvalue())
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
-
-
-def _save_model(folder: Path, setup: _Setup, params) -> None:
-    from flax import nnx
-
-    from .checkpoint import save_opt
-
-    staging = folder.with_name(f".{folder.name}.partial")
-    if staging.exists():
-        for stale in staging.iterdir():
-            stale.unlink()
-    model = nnx.merge(nnx.split(setup.graph_model)[0], params)
-    save_opt(staging, setup.config, model)
-    if folder.exists():
-        for stale in folder.iterdir():
-            stale.unlink()
-        folder.rmdir()
-    os.replace(staging, folder)
-
-
-def _load_params(folder: Path):
-    from .checkpoint import load_opt
-
-    return functional(load_opt(folder)[1])[1]  # the same parameter tree as the setup's
-
-
 # ---------------------------------------------------------------------------- stages
 
 class _Meter:
@@ -275,16 +259,28 @@ class _Meter:
         sys.stderr.flush()
 
 
-def _write_blocks(setup: _Setup, study: LMStudy, params, path: Path, meter, key) -> np.ndarray:
-    """Continue every real training block by ``new_tokens`` tokens, saving finished batches
-    (``.partial.npy``) so that an interrupted generation resumes where it stopped (sampling
-    keys derive from the batch's first block, so a resumed batch draws what it would have)."""
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    atomic_bytes(path, buffer.getvalue())
+
+
+PARTIAL_BLOCKS = "blocks.partial.npy"  # finished batches of an interrupted generation, in the stage's scratch
+
+
+def _write_blocks(setup: _Setup, study: LMStudy, params, progress, key) -> np.ndarray:
+    """Continue every real training block by ``new_tokens`` tokens. Finished batches are
+    saved in the stage's scratch folder (:func:`jaxcollapse.host.stage_scratch`), so that
+    an interrupted generation resumes where it stopped (sampling keys derive from the
+    batch's first block, so a resumed batch draws what it would have)."""
     prompts = setup.splits.train
     batch = min(study.generation_batch, len(prompts))
-    partial = path.with_name(path.stem + ".partial.npy")
-    done = _load_npy(partial) if partial.is_file() else np.zeros((0, study.new_tokens), np.int32)
+    scratch = stage_scratch()
+    partial = None if scratch is None else scratch / PARTIAL_BLOCKS
+    done = (np.load(partial, allow_pickle=False) if partial is not None and partial.is_file()
+            else np.zeros((0, study.new_tokens), np.int32))
     last_save = time.perf_counter()
-    meter = _Meter(meter)
+    meter = _Meter(progress)
     for first in range(len(done), len(prompts), batch):
         chunk = prompts[first:first + batch]
         rows = len(chunk)
@@ -294,27 +290,67 @@ def _write_blocks(setup: _Setup, study: LMStudy, params, path: Path, meter, key)
                        key=jax.random.fold_in(key, first) if study.decoding == "sample" else None).tokens
         done = np.concatenate([done, np.asarray(new, np.int32)[:rows]])
         meter("  generating", len(done), len(prompts), "blocks")
-        if time.perf_counter() - last_save > 30 or len(done) == len(prompts):
+        if partial is not None and (time.perf_counter() - last_save > 30 or len(done) == len(prompts)):
             _save_npy(partial, done)
             last_save = time.perf_counter()
-    _save_npy(path, done)
-    partial.unlink(missing_ok=True)
     return done
 
 
-def _stage_key(study: LMStudy, run: int, generation: int):
-    """The key of one (run, generation): fine-tuning takes fold_in(., 0), sampling fold_in(., 1)."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(study.seed), run), generation)
+def _weighted_rows(data: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The training blocks a policy's buffer means: row i repeated weights[i] times (the
+    policies' weights are 0/1 masks; a fractional weight cannot be a block count)."""
+    counts = np.rint(weights).astype(np.int64)
+    if not np.allclose(weights, counts) or counts.min() < 0:
+        raise ConfigError("the language model trains on whole blocks: data weights must be whole numbers >= 0")
+    return np.repeat(data, counts, axis=0)
 
 
-def _training_blocks(study: LMStudy, setup: _Setup, run: int, generation: int, previous: np.ndarray | None):
-    real = setup.splits.train
-    if generation == 0:
-        return real, len(real)
-    if study.real_fraction == 0:
-        return previous, 0
-    mix = sample_real_fraction(numpy_rng(study.seed, 1, run, generation), real, previous, study.real_fraction)
-    return mix.blocks, int(mix.is_real.sum())
+def _one(tree, run: int):
+    return jax.tree.map(lambda x: x[run], tree)
+
+
+def opt_family(study: LMStudy, setup: _Setup, progress: bool | None = None) -> Family:
+    """OPT as a :class:`~jaxcollapse.families.Family` for the host executor: rows are
+    blocks of ``block_size`` int32 tokens; ``fit_runs`` fine-tunes the *base* model on each
+    run's blocks (the best epoch by validation perplexity; the parameters carry the
+    run's history: ``valid_loss``, ``train_loss``, ``best_epoch``, ``seconds``);
+    ``sample_runs`` continues every real training block by ``new_tokens`` tokens (beam
+    search, greedy or ancestral sampling), as many rows as there are prompts; ``metrics``
+    is the perplexity of real blocks."""
+    tune = study.finetune_config()
+    row = jax.ShapeDtypeStruct((study.block_size,), jnp.int32)
+
+    def fit_runs(keys, data, weights, previous):  # every generation fine-tunes the base model: previous unused
+        fitted = []
+        for run in range(len(keys)):
+            blocks = _weighted_rows(np.asarray(data[run]), np.asarray(weights[run]))
+            meter = _Meter(progress)
+            params, history = finetune(keys[run], setup.apply, setup.base, blocks, setup.splits.valid, tune,
+                                       on_step=lambda done, total, loss: meter("  training", done, total, "steps",
+                                                                               f" loss {loss:.3f}"))
+            fitted.append({"model": params, "valid_loss": np.asarray(history["valid_loss"], np.float32),
+                           "train_loss": np.asarray(history["train_loss"], np.float32),
+                           "best_epoch": np.int32(history["best_epoch"]), "seconds": np.float32(history["seconds"])})
+        return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(leaf) for leaf in leaves]), *fitted)
+
+    def sample_runs(keys, params, n):
+        if n != len(setup.splits.train):
+            raise ConfigError(f"the language model writes one block per real training block ({len(setup.splits.train)}); "
+                              f"asked for {n}")
+        return np.stack([_write_blocks(setup, study, _one(params["model"], run), progress, keys[run])
+                         for run in range(len(keys))])
+
+    def metrics(params, reference):
+        return {"perplexity": perplexity(setup.apply, params["model"], np.asarray(reference))}
+
+    return Family(name="opt", row=row, metrics=metrics, fit_runs=fit_runs, sample_runs=sample_runs)
+
+
+def _params_shape(study: LMStudy, setup: _Setup):
+    shape = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
+    return {"model": jax.tree.map(lambda x: shape(x.shape, x.dtype), setup.base),
+            "valid_loss": shape((study.epochs,), jnp.float32), "train_loss": shape((study.epochs,), jnp.float32),
+            "best_epoch": shape((), jnp.int32), "seconds": shape((), jnp.float32)}
 
 
 def _quantile_columns(prefix: str, values: np.ndarray) -> dict:
@@ -327,108 +363,194 @@ def _quantile_columns(prefix: str, values: np.ndarray) -> dict:
     return columns
 
 
-def _metrics(study: LMStudy, setup: _Setup, run: int, generation: int, params, first_params, written: np.ndarray,
-             history: dict, real_count: int) -> dict:
-    apply = setup.apply
-    scored = np.exp(score_blocks(apply, first_params, written) / (written.shape[1] - 1))
-    row = {
-        "generation": generation, "run": run, "train_blocks": int(len(setup.splits.train)),
-        "real_blocks": real_count,
-        "test_perplexity": perplexity(apply, params, setup.splits.test),
-        "valid_perplexity": float(np.exp(min(history["valid_loss"]))),
-        "best_epoch": int(history["best_epoch"]),
-        "train_seconds": float(history["seconds"]),
-        **_quantile_columns("synthetic_ppl", scored),
-    }
+def _metric_names(setup: _Setup) -> tuple[str, ...]:
+    names = ("test_token_nll", "test_perplexity", "valid_perplexity", "best_epoch", "train_seconds", "synthetic_ppl",
+             "real_blocks", "data_blocks")
+    if setup.language is not None:
+        names += ("synthetic_true_ppl", "synthetic_special_blocks", "source_perplexity", "lost_unigram_mass",
+                  "lost_trigram_mass", "lost_tail_fraction")
+    return names
+
+
+def _scores(study: LMStudy, setup: _Setup, generation, progress) -> dict:
+    """One generation's metrics for a group of runs (see :class:`jaxcollapse.host.Generation`):
+    generation 0 is D_0, the real blocks (no model of its own)."""
+    apply, train, test = setup.apply, setup.splits.train, setup.splits.test
+    written = np.asarray(generation.samples)
+    runs = written.shape[0]
+    nan = np.full(runs, np.nan)
+    synthetic_ppl = np.stack([np.exp(score_blocks(apply, _one(generation.reference["model"], run), written[run])
+                                     / (written.shape[2] - 1)) for run in range(runs)])
+    real_rows = {row.tobytes() for row in train}
+    values = {"synthetic_ppl": synthetic_ppl}
+    if generation.params is None:
+        values.update(test_token_nll=np.full((runs, len(test)), np.nan), test_perplexity=nan, valid_perplexity=nan,
+                      best_epoch=nan, train_seconds=nan, real_blocks=np.full(runs, float(len(train))),
+                      data_blocks=np.full(runs, float(len(train))))
+    else:
+        fitted = generation.params
+        test_nll = np.stack([score_blocks(apply, _one(fitted["model"], run), test) / (test.shape[1] - 1)
+                             for run in range(runs)])
+        data, weights = np.asarray(generation.data), np.asarray(generation.weights)
+        values.update(
+            test_token_nll=test_nll, test_perplexity=np.exp(test_nll.mean(axis=1)),
+            valid_perplexity=np.exp(np.min(np.asarray(fitted["valid_loss"]), axis=1)),
+            best_epoch=np.asarray(fitted["best_epoch"], np.float64), train_seconds=np.asarray(fitted["seconds"], np.float64),
+            real_blocks=np.array([float(sum(row.tobytes() in real_rows for row in _weighted_rows(data[run], weights[run])))
+                                  for run in range(runs)]),
+            data_blocks=np.array([float(_weighted_rows(data[run], weights[run]).shape[0]) for run in range(runs)]))
     if setup.language is not None:
         language = setup.language
         # ids the source never emits (its bos/eos and pad, or a checkpoint's larger vocabulary)
         # have probability 0 under it: map them all to one special id
-        written = np.where(written >= language.vocab_size, language.vocab_size, written)
-        whole = np.concatenate([setup.splits.train, written], axis=1)
-        true = language.true_perplexity(whole, prompt_length=setup.splits.train.shape[1])
-        lost = language.lost_mass(written)
-        row.update(_quantile_columns("synthetic_true_ppl", true))
-        row["synthetic_special_blocks"] = float(np.mean(np.any(written >= language.vocab_size, axis=1)))
-        row.update(source_perplexity=float(language.perplexity), lost_unigram_mass=float(lost.unigram),
-                   lost_trigram_mass=float(lost.trigram), lost_tail_fraction=float(lost.tail_lost_fraction))
-    return row, scored
+        mapped = np.where(written >= language.vocab_size, language.vocab_size, written)
+        if generation.params is None:  # the real blocks themselves, scored from their third token
+            true = np.stack([language.true_perplexity(mapped[run], prompt_length=2) for run in range(runs)])
+        else:  # the continuation of each real prompt
+            true = np.stack([language.true_perplexity(np.concatenate([train, mapped[run]], axis=1),
+                                                      prompt_length=train.shape[1]) for run in range(runs)])
+        lost = [language.lost_mass(mapped[run]) for run in range(runs)]
+        values.update(
+            synthetic_true_ppl=true,
+            synthetic_special_blocks=np.mean(np.any(mapped >= language.vocab_size, axis=2), axis=1),
+            source_perplexity=np.full(runs, float(language.perplexity)),
+            lost_unigram_mass=np.array([m.unigram for m in lost]), lost_trigram_mass=np.array([m.trigram for m in lost]),
+            lost_tail_fraction=np.array([m.tail_lost_fraction for m in lost]))
+    if progress is not False and generation.params is not None:
+        print(f"generation {generation.index - 1}, runs {generation.chains[0]}-{generation.chains[-1]}: test "
+              f"perplexity {np.mean(values['test_perplexity']):.2f}, synthetic perplexity (generation-0 model) "
+              f"median {np.median(synthetic_ppl):.2f}", file=sys.stderr, flush=True)
+    return values
+
+
+class _Stopped(Exception):
+    """``run_lm(stop_after=...)`` ends the run here, as an interruption would."""
 
 
 def run_lm(study: LMStudy, folder, *, force: bool = False, figures: bool = True, progress: bool | None = None,
            stop_after: tuple[int, int, str] | None = None) -> list[dict]:
     """Run (or resume) ``study`` in ``folder``; returns one summary row per (generation, run).
 
-    ``stop_after=(run, generation, stage)`` (stage ``"fit"``, ``"sample"`` or ``"score"``)
-    returns right after that stage, as an interruption would (for tests).
+    The chain is :func:`opt_family` on the host executor (:func:`jaxcollapse.simulate` of
+    a :func:`~jaxcollapse.programs.host_program`; runs fine-tuned and sampled one at a
+    time, each stage saved as it ends under ``checkpoints/``). The engine's generation
+    n >= 1 is the paper's (and this module's) generation n - 1; the engine's generation 0
+    is D_0, the real training blocks. ``stop_after=(run, generation, stage)`` (stage
+    ``"fit"``, ``"sample"`` or ``"score"``) returns right after that stage, as an
+    interruption would (for tests).
     """
+    from ..engine import simulate
+    from ..programs import host_program
+
     folder = Path(folder)
     blob = {"format_version": FORMAT_VERSION, "command": "lm", "study": study.to_json()}
     claim_run_folder(folder, blob, force=force)
-    if force and (folder / "runs").exists():
-        import shutil
-
-        shutil.rmtree(folder / "runs")
-
+    checkpoints = folder / "checkpoints"
+    if force and checkpoints.exists():
+        shutil.rmtree(checkpoints)
     setup = _Setup(study)
-    tune = study.finetune_config()
-    rows, scored_by_generation = [], {}
-    for run in range(study.runs):
-        first_params, written = None, None
-        for generation in range(study.generations):
-            where = folder / "runs" / f"run_{run}" / f"generation_{generation}"
-            metrics_path, model_path, blocks_path = where / "metrics.json", where / "model", where / "synthetic.npy"
-            if metrics_path.is_file():  # finished: nothing is redone
-                row = json.loads(metrics_path.read_text())
-                written = _load_npy(blocks_path)
-                rows.append(row)
-                scored_by_generation.setdefault(generation, []).append(_load_npy(where / "synthetic_ppl.npy"))
-                if first_params is None:
-                    first_params = _load_params(model_path)
-                continue
-            train_blocks, real_count = _training_blocks(study, setup, run, generation, written)
-            if (model_path / "model.safetensors").is_file():
-                params = _load_params(model_path)
-                history = json.loads((where / "history.json").read_text())
-            else:
-                if progress is not False:
-                    print(f"run {run}, generation {generation}: fine-tuning on {len(train_blocks)} blocks "
-                          f"({real_count} real)", file=sys.stderr, flush=True)
-                meter = _Meter(progress)
-                params, history = finetune(
-                    jax.random.fold_in(_stage_key(study, run, generation), 0),
-                    setup.apply, setup.base, train_blocks, setup.splits.valid, tune,
-                    on_step=lambda done, total, loss: meter("  training", done, total, "steps",
-                                                            f" loss {loss:.3f}"))
-                atomic_bytes(where / "history.json", (json.dumps(history, indent=1) + "\n").encode())
-                _save_model(model_path, setup, params)
-            if stop_after == (run, generation, "fit"):
-                return rows
-            if first_params is None:
-                first_params = params
-            sample_key = jax.random.fold_in(_stage_key(study, run, generation), 1)
-            written = _load_npy(blocks_path) if blocks_path.is_file() else _write_blocks(
-                setup, study, params, blocks_path, progress, sample_key)
-            if stop_after == (run, generation, "sample"):
-                return rows
-            row, scored = _metrics(study, setup, run, generation, params, first_params, written, history, real_count)
-            _save_npy(where / "synthetic_ppl.npy", scored)
-            atomic_bytes(metrics_path, (json.dumps(row, indent=1) + "\n").encode())
-            rows.append(row)
-            scored_by_generation.setdefault(generation, []).append(scored)
-            if progress is not False:
-                print(f"run {run}, generation {generation}: test perplexity {row['test_perplexity']:.2f}, "
-                      f"synthetic perplexity (generation-0 model) median {row['synthetic_ppl_q50']:.2f}",
-                      file=sys.stderr, flush=True)
-            if stop_after == (run, generation, "score"):
-                return rows
-    rows.sort(key=lambda row: (row["generation"], row["run"]))
+    atomic_bytes(folder / "model_config.json", (json.dumps(setup.config.to_hf_dict(), indent=1, sort_keys=True) + "\n").encode())
+    real = jnp.asarray(setup.splits.train)
+    count = len(setup.splits.train)
+
+    def sample_initial(key, n):  # the real training blocks, in a random order
+        return real[jax.random.permutation(key, count)[:n]]
+
+    def on_stage(generation, stage, first, end):
+        if stop_after is not None and (first, generation - 1, stage) == tuple(stop_after):
+            raise _Stopped
+
+    program = host_program(opt_family(study, setup, progress), study.policy, np.full(study.generations, count),
+                           sample_initial, metrics=lambda generation: _scores(study, setup, generation, progress),
+                           metric_names=_metric_names(setup), params_shape=_params_shape(study, setup),
+                           chains_per_call=1, on_stage=on_stage)
+    try:
+        result = simulate(program, num_chains=study.runs, seed=study.seed, record="trajectories",
+                          checkpoint=checkpoints, identity=study.to_json(), progress=progress is not False)
+    except _Stopped:
+        return []
+    values = result.trajectories
+    rows = [_row(study, setup, values, n, run) for n in range(1, study.generations + 1) for run in range(study.runs)]
     _write_summary(folder, rows)
+    check = check_rows(study, setup, values)
+    atomic_text(folder / "check.csv", check_csv(check))
     if figures:
         from .figures import write_lm_figures
 
-        write_lm_figures(folder, rows, {g: np.concatenate(v) for g, v in scored_by_generation.items()}, study)
+        scored = {n - 1: np.concatenate(list(values["synthetic_ppl"][n])) for n in range(1, study.generations + 1)}
+        write_lm_figures(folder, rows, scored, study)
     return rows
+
+
+def _row(study: LMStudy, setup: _Setup, values: dict, n: int, run: int) -> dict:
+    row = {"generation": n - 1, "run": run, "train_blocks": int(len(setup.splits.train)),
+           "real_blocks": int(values["real_blocks"][n, run]), "data_blocks": int(values["data_blocks"][n, run]),
+           "test_perplexity": float(values["test_perplexity"][n, run]),
+           "valid_perplexity": float(values["valid_perplexity"][n, run]),
+           "best_epoch": int(values["best_epoch"][n, run]), "train_seconds": float(values["train_seconds"][n, run]),
+           **_quantile_columns("synthetic_ppl", values["synthetic_ppl"][n, run])}
+    if setup.language is not None:
+        row.update(_quantile_columns("synthetic_true_ppl", values["synthetic_true_ppl"][n, run]))
+        for name in ("synthetic_special_blocks", "source_perplexity", "lost_unigram_mass", "lost_trigram_mass",
+                     "lost_tail_fraction"):
+            row[name] = float(values[name][n, run])
+    return row
+
+
+def check_rows(study: LMStudy, setup: _Setup, values: dict) -> list[TheoryRow]:
+    """The synthetic language's exact likelihoods against the run (none for a text corpus).
+
+    * generation 0's data, the real blocks: their mean per-token log-loss under the true
+      source is its entropy rate H exactly (every block is an independent stationary
+      sequence, so every scored token has expected log-loss H); standard error over blocks;
+    * every model's per-token cross-entropy on the real test blocks is at least H (no
+      predictor beats the source on its own data: a lower bound); its standard error is
+      over test blocks, each block's loss averaged over the runs first (the runs share
+      the test blocks).
+    """
+    if setup.language is None:
+        return []
+    entropy = float(setup.language.entropy_rate)
+    rows = []
+    real = np.log(values["synthetic_true_ppl"][0, 0])  # the real blocks' per-token true log-loss
+    error = real.std(ddof=1) / np.sqrt(real.size)
+    rows.append(TheoryRow(0, "E[real_token_nll]", "entropy rate H", "exact", float(real.mean()), float(error), entropy,
+                          float((real.mean() - entropy) / error) if error > 0 else float("nan")))
+    for n in range(1, study.generations + 1):
+        per_block = values["test_token_nll"][n].mean(axis=0)
+        error = per_block.std(ddof=1) / np.sqrt(per_block.size) if per_block.size > 1 else float("nan")
+        rows.append(TheoryRow(n - 1, "E[test_token_nll]", "entropy rate H", "lower bound", float(per_block.mean()),
+                              float(error), entropy,
+                              float((per_block.mean() - entropy) / error) if error > 0 else float("nan")))
+    return rows
+def export_model(folder, run: int, generation: int, destination) -> Path:
+    """The model of ``run`` at ``generation`` (this module's numbering: 0 is the model
+    fine-tuned on real data) of the run folder ``folder`` as a Hugging Face checkpoint
+    folder (``config.json`` + ``model.safetensors``), which ``transformers`` and
+    :func:`jaxcollapse.lm.checkpoint.load_opt` read. Returns ``destination``."""
+    from flax import nnx
+    from safetensors.numpy import load_file
+
+    from ..host import _leaf_name
+    from .checkpoint import save_opt
+    from .opt import OPTConfig
+
+    folder = Path(folder)
+    config = OPTConfig.from_hf_dict(json.loads((folder / "model_config.json").read_text()))
+    path = folder / "checkpoints" / f"generation_{generation + 1}" / f"params_{run}-{run + 1}.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"no model of run {run} at generation {generation} in {folder} ({path.name} is missing: "
+                          f"an unfinished run, or no such run or generation)")
+    stored = load_file(str(path))
+    model = nnx.eval_shape(lambda: OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+    graph, state = nnx.split(model)
+    template = nnx.to_pure_dict(state)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored["model/" + _leaf_name(key_path)][0])
+                                                    for key_path, _ in leaves])
+    nnx.replace_by_pure_dict(state, params)
+    save_opt(destination, config, nnx.merge(graph, state))
+    return Path(destination)
 
 
 def _write_summary(folder: Path, rows: list[dict]) -> None:

@@ -195,9 +195,13 @@ class RunOutcome(NamedTuple):
     lines: tuple[str, ...] = ()
 
 
-def write_host_report(folder, title: str, study, rows: list[dict], columns: list[str]) -> Path:
+def write_host_report(folder, title: str, study, rows: list[dict], columns: list[str], check: list = ()) -> Path:
     """report.md of a host-driven run (VAE, language model): the study's settings, the
-    per-generation table of ``columns`` (those present) and every figure in the folder."""
+    per-generation table of ``columns`` (those present), the theory check (``check``:
+    :class:`jaxcollapse.check.TheoryRow`s, where a formula applies) and every figure in
+    the folder."""
+    from ..check import format_check
+
     folder = Path(folder)
     shown = [name for name in columns if rows and name in rows[0]]
     lines = [f"# {title}", ""] + [f"- {key}: {value}" for key, value in study.to_json().items()] + [""]
@@ -205,6 +209,8 @@ def write_host_report(folder, title: str, study, rows: list[dict], columns: list
         lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
         lines += ["| " + " | ".join(_cell(row.get(name)) for name in shown) + " |" for row in rows]
         lines.append("")
+    if check:
+        lines += ["## Theory against simulation", "", "```", format_check(list(check)).rstrip(), "```", ""]
     lines += [f"![{path.name}]({path.name})\n" for path in sorted(folder.glob("*.png"))]
     atomic_text(folder / "report.md", "\n".join(lines))
     return folder / "report.md"

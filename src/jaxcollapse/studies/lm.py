@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .._validation import ConfigError
@@ -28,6 +30,7 @@ _STUDY_FLAGS = {
     "decoding": "decoding", "temperature": "temperature", "block_size": "block_size", "new_tokens": "new_tokens",
     "batch_size": "batch_size", "lr": "learning_rate", "train_blocks": "train_blocks",
     "eval_blocks": "eval_blocks", "vocab": "vocab", "generation_batch": "generation_batch", "seed": "seed",
+    "regime": "regime",
 }
 
 
@@ -59,17 +62,32 @@ def _from_json(blob: dict):
 
 
 def _run(study, settings: HostSettings, folder, *, force: bool = False, figures: bool = True) -> RunOutcome:
+    from ..check import TheoryRow
     from ..lm.runs import run_lm
 
     rows = run_lm(study, folder, force=force, figures=figures, progress=settings.progress)
-    report = write_host_report(folder, "jaxcollapse language-model study", study, rows, REPORT_COLUMNS)
+    check = _read_check(folder, TheoryRow)
+    report = write_host_report(folder, "jaxcollapse language-model study", study, rows, REPORT_COLUMNS, check)
     last = [row for row in rows if row["generation"] == study.generations - 1]
     first = [row for row in rows if row["generation"] == 0]
-    return RunOutcome({"report": report}, [], (
+    return RunOutcome({"report": report, "check": Path(folder) / "check.csv"}, check, (
         f"generation {study.generations - 1}: test perplexity {np.mean([r['test_perplexity'] for r in last]):.2f} "
         f"(generation 0: {np.mean([r['test_perplexity'] for r in first]):.2f})",
         f"wrote summary.csv, report.md, runs/ (models, written blocks, metrics) and figures to {folder}",
     ))
+
+
+def _read_check(folder, TheoryRow) -> list:
+    """check.csv's rows (the synthetic language's exact likelihoods against the run)."""
+    import csv
+
+    def number(text):
+        return float(text) if text else float("nan")
+
+    with open(Path(folder) / "check.csv") as handle:
+        return [TheoryRow(int(row["generation"]), row["quantity"], row["formula"], row["kind"],
+                          number(row["monte_carlo"]), number(row["standard_error"]), number(row["formula_value"]),
+                          number(row["z"])) for row in csv.DictReader(handle)]
 
 
 def _programs_inline():
@@ -94,7 +112,9 @@ COMMAND = StudyCommand(
         Option("runs", None, "independent runs (default 1)", int),
         Option("epochs", None, "fine-tuning epochs per generation (default 5)", int),
         Option("real_fraction", None, "share of each later generation's blocks replaced by random real blocks "
-               "(default 0)", float),
+               "(default 0; the same as --regime real-fraction:F)", float),
+        Option("regime", None, "data policy: replace (default) | accumulate | accumulate-subsample | real-fraction:F | "
+               "fresh-real:F | mix:A,B,G (fresh real blocks are drawn from the real training blocks)"),
         Option("beams", None, "beam search width; 1 = greedy (default 5)", int),
         Option("repetition_penalty", None, "Hugging Face's (default 1: none)", float),
         Option("decoding", None, "beam (the paper's, --beams wide) | greedy | sample (ancestral sampling at "
@@ -111,6 +131,8 @@ COMMAND = StudyCommand(
                int),
         Option("generation_batch", None, "prompts per generation call (default 16)", int),
         Option("seed", None, "", int),
+        Option("check", False, "print the theory check (synthetic corpus: the source's exact entropy rate against "
+               "the real blocks and, as a lower bound, every model's test cross-entropy)", None),
     ) + host_run_options("results/lm"),
     build=_build,
     from_json=_from_json,

@@ -70,7 +70,8 @@ COMMAND = StudyCommand(
         Option("architecture", None, "conv (the paper's) | mlp (default: conv, mlp for digits)"),
         Option("latent", None, "latent size (default 20; 4 for digits)", int),
         Option("sample_mode", "mean", "mean (decoder means, the authors') | bernoulli"),
-        Option("regime", "replace", "replace | real-fraction:F | accumulate"),
+        Option("regime", "replace", "replace | accumulate | accumulate-subsample | real-fraction:F | fresh-real:F | "
+               "mix:A,B,G (every data policy; fresh real images are drawn from the real set)"),
         Option("heldout", 500, "real images held out of training (default 500)", int),
         Option("seed", 0, "", int),
     ) + host_run_options("results/vae"),
