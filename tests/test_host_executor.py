@@ -96,11 +96,11 @@ def _opt_case():
 
 
 CASES = {"gaussian": _gaussian_case, "tokens": _token_case, "vae": _vae_case, "opt": _opt_case}
-SLOW = ("vae", "opt")  # compilation and training dominate: one fast test each below
+SLOW = ("vae", "opt")  # compilation and training dominate; their fast runs: tests/test_vae.py, tests/test_lm_runs.py
 
 
-def _cases(names=tuple(CASES)):
-    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in names]
+def _cases(names=tuple(CASES), slow=SLOW):
+    return [pytest.param(name, marks=pytest.mark.slow) if name in slow else name for name in names]
 
 
 def _program(case: HostCase, policy: str, generations: int = 3, on_stage=None):
@@ -133,7 +133,8 @@ def test_zero_weight_rows_change_no_fit(name):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", _cases())
+# the Gaussian's policies are the tokens' (and the data path's, tested against the scan above)
+@pytest.mark.parametrize("name", _cases(slow=SLOW + ("gaussian",)))
 def test_every_policy_runs_and_samples_keep_the_row(name, tmp_path):
     case = CASES[name]()
     policies = POLICIES if name not in SLOW else ("accumulate", "mix:0.5,0.3,0.2")
@@ -183,7 +184,8 @@ def test_a_run_killed_after_a_stage_resumes_bit_for_bit(name, stage, tmp_path):
 
 # ---------------------------------------------------------------------------- the executor itself
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", [policy if policy in ("replace", "mix:0.5,0.3,0.2")
+                                    else pytest.param(policy, marks=pytest.mark.slow) for policy in POLICIES])
 def test_a_traceable_family_follows_the_data_path_on_the_host(policy):
     """The same keys and policies as the scan executor's data path: every generation's
     parameters equal to float32 rounding (the host runs sampling, the policy and the fit

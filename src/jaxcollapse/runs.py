@@ -109,6 +109,37 @@ def _refuse_unusable_folder(folder: Path, force: bool) -> None:
         raise ConfigError(f"out {folder} exists and is not a folder")
 
 
+# run settings that change neither a chain's numbers nor what a checkpoint records
+_DISPLAY_SETTINGS = ("progress", "figure_samples")
+
+
+def _refuse_another_unfinished_run(folder: Path, config: dict) -> None:
+    """An unfinished run (its checkpoint) in ``folder`` whose config.json describes another
+    run is refused before anything in the folder is touched: the interrupted run stays
+    resumable (``jaxcollapse resume``)."""
+    if not (folder / CHECKPOINT).is_file() or not (folder / "config.json").is_file():
+        return
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # no readable record of the run: the checkpoint's own identity decides
+    if not isinstance(saved, dict):
+        return
+
+    def essence(blob):
+        run = {k: v for k, v in (blob.get("run") or {}).items() if k not in _DISPLAY_SETTINGS}
+        return {"command": blob.get("command"), "study": blob.get("study"), "x64": blob.get("x64"), "run": run}
+
+    old, new = essence(saved), essence(json.loads(json.dumps(config)))
+    if old != new:
+        differ = sorted({k for k in old if old[k] != new[k] and k != "run"}
+                        | {f"run.{k}" for k in set(old["run"]) | set(new["run"])
+                           if old["run"].get(k) != new["run"].get(k)})
+        raise ConfigError(f"out folder {folder} holds an unfinished run of other settings ({', '.join(differ)} "
+                          f"differ); finish it with `jaxcollapse resume {folder}`, or use another --out, or --force "
+                          f"to start over")
+
+
 def prepare_folder(folder, force: bool) -> Path:
     """Make ``folder`` ready for a run: a finished run is refused unless ``force``; an
     unfinished one's checkpoint is kept (the run resumes from it) unless ``force``."""
@@ -129,6 +160,8 @@ def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path,
     every process (none is left waiting for the others)."""
     folder = Path(folder)
     paths = {"config": folder / "config.json"}
+    if not force:
+        _refuse_another_unfinished_run(folder, _config(study, settings))
     if not is_main_process():
         _refuse_unusable_folder(folder, force)
     else:

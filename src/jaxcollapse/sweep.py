@@ -124,7 +124,8 @@ def load_sweep(path) -> tuple[str, list[SweepCell]]:
         for key in _RESERVED:
             if key in settings:
                 raise ConfigError(f"sweep settings may not set {key!r}: the sweep chooses every cell's folder")
-        label = "-".join(f"{_key(k)}={_label(v)}" for k, v in varying.items())
+        # a folder name from whitelisted characters only: a TOML key may hold anything ("/", "..")
+        label = "-".join(f"{_label(_key(k))}={_label(v)}" for k, v in varying.items())
         name = f"{index:03d}" + (f"-{label}" if label else "")
         cells.append(SweepCell(name, {_key(k): v for k, v in varying.items()}, settings))
     for cell in cells:
@@ -164,6 +165,8 @@ def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=
     command, cells = load_sweep(config)
     study_command = studies.command(command)
     out = Path(out)
+    for cell in cells:
+        _cell_folder(out, cell)  # every cell's folder lies inside OUT/cells, checked before anything is written
     if force and out.exists():
         for name in ("cells", "summary.csv", "summary.parquet", "cells.csv", "sweep.toml", "sweep.json"):
             target = out / name
@@ -179,7 +182,7 @@ def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=
     _enable_compilation_cache(out)
     started, done_now = time.perf_counter(), 0
     for index, cell in enumerate(cells):
-        folder = out / "cells" / cell.name
+        folder = _cell_folder(out, cell)
         head = f"[sweep {index + 1}/{len(cells)}] {cell.name}"
         if _finished(study_command, folder):
             print(f"{head}: finished earlier", file=stream, flush=True)
@@ -192,6 +195,15 @@ def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=
         print(f"{head}: done in {time.perf_counter() - tick:.1f} s; {remaining} left, about {pace * remaining:.0f} s",
               file=stream, flush=True)
     return _write_tables(out, cells)
+
+
+def _cell_folder(out: Path, cell: SweepCell) -> Path:
+    """``OUT/cells/NAME``, refused unless it is a direct child of ``OUT/cells``."""
+    cells = (out / "cells").resolve()
+    folder = (cells / cell.name).resolve()
+    if folder.parent != cells or cell.name in ("", ".", ".."):
+        raise ConfigError(f"sweep cell name {cell.name!r} does not make a folder inside {cells}")
+    return out / "cells" / cell.name
 
 
 def _finished(study_command, folder: Path) -> bool:

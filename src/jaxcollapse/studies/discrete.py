@@ -297,8 +297,10 @@ class DiscreteStudy(ChainStudy):
     # -- the run folder (the Study protocol; formulas in docs/discrete.md) -----------------
 
     def theory_curves(self) -> list[Curve]:
-        """Formulas for a discrete chain (see docs/discrete.md)."""
-        return list(_theory_curves(self))
+        """Formulas for a discrete chain (see docs/discrete.md); per-state formulas only
+        where the chain records its per-state metrics (K <= 64 by default)."""
+        recorded = set(self.metric_names())
+        return [curve for curve in _theory_curves(self) if curve.quantity[2:-1] in recorded]
 
     def absorption_time_rows(self, absorption_generation: np.ndarray) -> list[TheoryRow]:
         """E[T] of the chains against the exact fundamental-matrix mean and Kimura's diffusion
