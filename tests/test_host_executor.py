@@ -143,7 +143,7 @@ def test_every_policy_runs_and_samples_keep_the_row(name, tmp_path):
         assert result.trajectories["score"].shape == (4, 3)
         assert np.all(np.isfinite(result.trajectories["score"])), policy
         samples = np.load(tmp_path / policy.replace(":", "_") / "generation_2" /
-                          f"samples_0-{1 if case.chains_per_call == 1 else 3}.npy")
+                          f"samples_0-{1 if case.chains_per_call == 1 else 3}.npz")["samples"]
         row = case.family.row
         assert samples.shape[1:] == (case.rows, *row.shape)
         assert samples.dtype == jax.dtypes.canonicalize_dtype(row.dtype)
@@ -176,10 +176,9 @@ def test_a_run_killed_after_a_stage_resumes_bit_for_bit(name, stage, tmp_path):
     assert not [call for call in calls if call[0] == 1] and (2, stage, 0) not in calls
     assert (3, "fit", 0) in calls
     for generation in (1, 2, 3):
-        for artefact in sorted((tmp_path / "whole" / f"generation_{generation}").iterdir()):
-            if artefact.suffix == ".npy":
-                np.testing.assert_array_equal(np.load(artefact), np.load(tmp_path / "parts" / artefact.relative_to(
-                    tmp_path / "whole")))
+        for artefact in sorted((tmp_path / "whole" / f"generation_{generation}").glob("samples_*.npz")):
+            with np.load(artefact) as a, np.load(tmp_path / "parts" / artefact.relative_to(tmp_path / "whole")) as b:
+                np.testing.assert_array_equal(a["samples"], b["samples"])
 
 
 # ---------------------------------------------------------------------------- the executor itself

@@ -42,16 +42,16 @@ def test_a_refused_run_leaves_the_unfinished_run_resumable(tmp_path, monkeypatch
     out = tmp_path / "run"
     original, counter = _checkpoint.save, [0]
 
-    def save(path, identity, state):
+    def save(path, identity, state):  # Ctrl-C right after the first checkpoint
         original(path, identity, state)
         counter[0] += 1
-        raise _Stop
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(_checkpoint, "save", save)
     argv = ["gaussian", "--chains", "32", "--generations", "30", "--samples", "10", "--checkpoint-every", "10",
             "--out", str(out), "--no-figures", "--no-progress"]
-    with pytest.raises(_Stop):
-        main(argv)
+    assert main(argv) == 130
+    assert f"`jaxcollapse resume {out}`" in capsys.readouterr().err
     monkeypatch.setattr(_checkpoint, "save", original)
     config = (out / "config.json").read_bytes()
     checkpoint = (out / "checkpoint.npz").read_bytes()
@@ -74,3 +74,229 @@ def test_a_discrete_chain_over_65_states_checks_what_it_records(tmp_path, capsys
     assert "E[support]" in check and "state_p" not in check
     assert (out / "summary.csv").is_file() and not (out / "states.csv").exists()
     assert "AGREES" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- the CLI's one error boundary
+
+@pytest.mark.parametrize("raised, code, said", [
+    (RuntimeError("boom"), 1, "internal error (a bug, please report it): RuntimeError: boom"),
+    (KeyboardInterrupt(), 130, "interrupted; every finished stage is kept"),
+    (MemoryError(), 2, "out of memory; lower --chunk-size"),
+    (OSError(28, "No space left on device", "summary.csv"), 2, "cannot use summary.csv: No space left on device"),
+])
+def test_the_cli_answers_every_failure_in_one_line(tmp_path, monkeypatch, capsys, raised, code, said):
+    from jaxcollapse import runs
+
+    def fail(*args, **kwargs):
+        (tmp_path / "run").mkdir(exist_ok=True)
+        raise raised
+
+    monkeypatch.setattr(runs, "run_command", fail)
+    assert main(["gaussian", "--chains", "16", "--out", str(tmp_path / "run")]) == code
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if code == 1:  # the traceback is kept in the run folder, and the message says where
+        log = tmp_path / "run" / "error.log"
+        assert str(log) in err and "RuntimeError: boom" in log.read_text()
+
+
+def test_an_out_path_through_a_file_is_named(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    assert main(["gaussian", "--chains", "16", "--generations", "2", "--out", str(blocker / "sub")]) == 2
+    assert "Not a directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- limits before work
+
+@pytest.mark.parametrize("change, match", [
+    (dict(learning_rate=-1.0), "learning_rate must be > 0"),
+    (dict(learning_rate=float("nan")), "learning_rate must be finite"),
+    (dict(final_learning_rate=0.0), "final_learning_rate must be > 0"),
+    (dict(zipf_exponent=-1.0), "zipf_exponent must be >= 0"),
+    (dict(zipf_exponent=float("nan")), "zipf_exponent must be finite"),
+    (dict(block_size=10**9, new_tokens=10**9), r"block_size must be an integer in \[2, 2048\]"),
+    (dict(beams=10**6), r"beams must be an integer in \[1, 64\]"),
+    (dict(vocab=1000), r"vocab must be an integer in \[2, 256\] for the synthetic language"),
+])
+def test_language_model_settings_out_of_range_are_named(change, match):
+    from jaxcollapse.lm.runs import LMStudy
+
+    with pytest.raises(ConfigError, match=match):
+        LMStudy(**change)
+
+
+def test_a_vae_that_cannot_fit_in_memory_is_refused_before_work(tmp_path, capsys):
+    assert main(["vae", "--dataset", "digits", "--latent", "1000000000", "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "this VAE run needs about" in err and "GiB of memory" in err and "--latent" in err
+    assert not (tmp_path / "v" / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------- the Python API's types
+
+@pytest.mark.parametrize("factory, kwargs, match", [
+    ("gaussian_study", dict(regime=None), "regime must be a DataPolicy or its spelling"),
+    ("gaussian_study", dict(schedule=5), "schedule must be a Schedule, its spelling"),
+    ("gaussian_study", dict(sigma="abc"), "sigma must be a number"),
+    ("gaussian_study", dict(sigma=[1, 2]), "sigma must be one number"),
+    ("gaussian_study", dict(dim=2, mean=[0, 0, 0]), "mean must be a number or a vector of dim = 2 numbers"),
+    ("gaussian_study", dict(sigma=1e300), r"sigma must lie in \[1e-15, 1e\+15\]"),
+    ("gaussian_study", dict(sigma=1e30), r"sigma must lie in \[1e-15, 1e\+15\]"),
+    ("gaussian_study", dict(mean=1e39), r"mean must lie in \[-1e\+15, 1e\+15\]"),
+    ("gmm_study", dict(p0=None), "p0 must be two-blobs"),
+    ("discrete_study", dict(init=None), "init must be a string"),
+    ("regression_study", dict(regime=None), "regression chains support the regimes"),
+])
+def test_study_factories_name_wrong_types_and_ranges(factory, kwargs, match):
+    import jaxcollapse as jc
+
+    with pytest.raises(ConfigError, match=match):
+        getattr(jc, factory)(**kwargs)
+
+
+def test_natural_spellings_are_accepted():
+    import jaxcollapse as jc
+
+    study = jc.gaussian_study(samples=10, schedule=[10, 20, 30], generations=3.0)
+    assert study.generations == 3 and isinstance(study.generations, int)
+    assert study.schedule.sizes(3).tolist() == [10, 20, 30]
+    with pytest.raises(ConfigError, match="program must be a ChainProgram"):
+        jc.simulate("x", num_chains=2)
+
+
+# ---------------------------------------------------------------------------- saved state is verified
+
+def _corruptions(path):
+    """Ways a saved file can go wrong: each writes the damaged file in place."""
+    original = path.read_bytes()
+    pickled = b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01."  # pickle.dumps(1)
+
+    def flip(where):
+        data = bytearray(original)
+        data[where % len(data)] ^= 0x40
+        return bytes(data)
+
+    return {
+        "truncated": original[: len(original) // 2],
+        "empty": b"",
+        "flipped early": flip(len(original) // 7),
+        "flipped late": flip(len(original) - 9),
+        "flipped middle": flip(len(original) // 2),
+        "pickle": pickled,
+        "huge header": (1 << 40).to_bytes(8, "little") + original[8:],
+    }
+
+
+def _expect_refused_or_harmless(run, path, reference, label):
+    """``run()`` with ``path`` damaged each way: a ConfigError naming the file, or a result
+    equal to ``reference`` (a damaged file that is only partial work, recomputed)."""
+    tried = 0
+    for kind, content in _corruptions(path).items():
+        saved = path.read_bytes()
+        path.write_bytes(content)
+        try:
+            result = run()
+        except ConfigError as error:
+            assert path.name in str(error), (label, kind, str(error))
+        else:
+            assert result == reference, (label, kind)
+        finally:
+            path.write_bytes(saved)
+        tried += 1
+    return tried
+
+
+def test_a_damaged_engine_checkpoint_or_config_is_refused(tmp_path, monkeypatch):
+    import numpy as np
+
+    from jaxcollapse.runs import resume
+
+    out = tmp_path / "run"
+    original = _checkpoint.save
+
+    def save(path, identity, state):
+        original(path, identity, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_checkpoint, "save", save)
+    argv = ["gaussian", "--chains", "32", "--generations", "30", "--samples", "10", "--checkpoint-every", "10",
+            "--out", str(out), "--no-figures", "--no-progress"]
+    assert main(argv) == 130
+    monkeypatch.setattr(_checkpoint, "save", original)
+    whole = tmp_path / "whole"
+    assert main(argv[:-4] + ["--out", str(whole), "--no-figures", "--no-progress"]) == 0
+    reference = (whole / "summary.csv").read_text()
+
+    def run():
+        resume(out, figures=False)
+        text = (out / "summary.csv").read_text()
+        (out / "summary.csv").unlink()  # unfinished again, for the next corruption
+        return text
+
+    tried = 0
+    for name in ("checkpoint.npz", "config.json"):
+        tried += _expect_refused_or_harmless(run, out / name, reference, name)
+    # an edited config (valid JSON, another seed) and a checkpoint whose metadata says a
+    # negative segment count with a digest to match: both refused
+    config = json.loads((out / "config.json").read_text())
+    edited = dict(config, run=dict(config["run"], seed=9))
+    (out / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(ConfigError, match="edited or is damaged"):
+        resume(out, figures=False)
+    (out / "config.json").write_text(json.dumps(config))
+    from jaxcollapse import _integrity
+
+    arrays = _integrity.load_npz(out / "checkpoint.npz")
+    meta = json.loads(str(arrays["meta"]))
+    _integrity.save_npz(out / "checkpoint.npz", {**arrays, "meta": np.array(json.dumps(dict(meta, segments=-1)))})
+    with pytest.raises(ConfigError, match="'segments' is -1"):
+        resume(out, figures=False)
+    assert tried == 14
+
+
+def test_damaged_host_artefacts_are_refused_with_the_generation_to_recompute_from(tmp_path):
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxcollapse as jc
+    from jaxcollapse.programs import host_program
+
+    def fit(key, data, weights):
+        return {"mean": jnp.sum(data * weights[:, None], axis=0) / jnp.sum(weights)}
+
+    family = jc.Family("shift", dim=2, fit=fit, sample=lambda key, params, n: params["mean"] + jax.random.normal(
+        key, (n, 2)), metrics=None)
+    import jax
+
+    program = host_program(family, jc.DataPolicy("accumulate"), np.full(3, 10), lambda key, n: jax.random.normal(
+        key, (n, 2)), metrics=lambda g: {"m": np.zeros(len(g.chains)) if g.params is None
+                                         else np.asarray(g.params["mean"][:, 0])}, metric_names=("m",))
+
+    def run():
+        return jc.simulate(program, num_chains=3, record="trajectories", checkpoint=tmp_path / "ck").trajectories[
+            "m"].tobytes()
+
+    reference = run()
+    tried = 0
+    for name in ("identity.json", "generation_2/params_0-3.safetensors", "generation_2/samples_0-3.npz",
+                 "generation_2/metrics_0-3.npz"):
+        tried += _expect_refused_or_harmless(run, tmp_path / "ck" / name, reference, name)
+    assert tried == 28
+    # a parameter stored as float16 with the right shape, with a digest to match: refused by its dtype
+    from safetensors.numpy import load_file, save
+
+    from jaxcollapse._integrity import arrays_digest
+
+    path = tmp_path / "ck" / "generation_2" / "params_0-3.safetensors"
+    tensors = {k: v.astype(np.float16) for k, v in load_file(path).items()}
+    saved = path.read_bytes()
+    path.write_bytes(save(tensors, metadata={"sha256": arrays_digest(tensors)}))
+    with pytest.raises(ConfigError, match=r"'mean' is float16\[3, 2\], expected float32\[3, 2\]"):
+        run()
+    path.write_bytes(saved)
+    (path.parent / "samples_0-3.npz").unlink()
+    path.unlink()
+    path.mkdir()  # a folder in the file's place
+    with pytest.raises(ConfigError, match="not a regular file.*recompute from generation 1"):
+        run()

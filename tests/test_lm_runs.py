@@ -62,7 +62,7 @@ def test_cli_runs_two_generations_on_the_synthetic_language(cli_run):
     assert 1 < source < 24  # a Zipfian source over 24 symbols
     for generation in (0, 1):  # the engine's generation 1 is the first model
         where = out / "checkpoints" / f"generation_{generation + 1}"
-        written = np.load(where / "samples_0-1.npy", allow_pickle=False)
+        written = np.load(where / "samples_0-1.npz", allow_pickle=False)["samples"]
         assert written.shape == (1, 16, 16) and written.dtype == np.int32
         assert written.min() >= 0 and written.max() < 24 + 2
         assert (where / "params_0-1.safetensors").is_file()
@@ -129,7 +129,7 @@ def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path,
     study = LMStudy(**CLI_SETTINGS)
     broken = tmp_path / "broken"
     run_lm(study, broken, progress=False, figures=False, stop_after=(0, 1, "fit"))
-    assert not (broken / "checkpoints" / "generation_2" / "samples_0-1.npy").exists()
+    assert not (broken / "checkpoints" / "generation_2" / "samples_0-1.npz").exists()
     model_file = broken / "checkpoints" / "generation_2" / "params_0-1.safetensors"
     stamp = model_file.stat().st_mtime_ns
     rows = run_lm(study, broken, progress=False, figures=False)
@@ -139,7 +139,7 @@ def test_an_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path,
     from safetensors.numpy import load_file
 
     for generation in (1, 2):
-        name = f"checkpoints/generation_{generation}/samples_0-1.npy"
+        name = f"checkpoints/generation_{generation}/samples_0-1.npz"
         assert (broken / name).read_bytes() == (whole / name).read_bytes()
         name = f"checkpoints/generation_{generation}/params_0-1.safetensors"
         resumed, uninterrupted = load_file(broken / name), load_file(whole / name)
@@ -157,12 +157,12 @@ def test_generation_resumes_from_its_saved_batches(tmp_path, decoding):
     partial = tmp_path / "partial"
     run_lm(study, partial, progress=False, figures=False, stop_after=(0, 0, "fit"))
     where = partial / "checkpoints" / "generation_1"
-    full = np.load(whole / "checkpoints" / "generation_1" / "samples_0-1.npy")[0]
+    full = np.load(whole / "checkpoints" / "generation_1" / "samples_0-1.npz")["samples"][0]
     scratch = where / "partial_sample_0-1"
     scratch.mkdir()
     np.save(scratch / PARTIAL_BLOCKS, full[:8])  # as if killed after the first batch
     run_lm(study, partial, progress=False, figures=False, stop_after=(0, 0, "sample"))
-    np.testing.assert_array_equal(np.load(where / "samples_0-1.npy")[0], full)
+    np.testing.assert_array_equal(np.load(where / "samples_0-1.npz")["samples"][0], full)
     assert not scratch.exists()
 
 

@@ -56,12 +56,18 @@ def test_summary_run_resumes_bit_for_bit_from_any_checkpoint(tmp_path, monkeypat
     with pytest.raises(_Stop):
         jc.simulate(program, checkpoint=path, checkpoint_every=3, **options)
     monkeypatch.setattr(_checkpoint, "save", original)
-    tampered = tmp_path / "tampered.npz"
-    with np.load(path) as data:  # the same checkpoint with its saved numbers moved
-        np.savez(tampered, **{k: data[k] + 1 if k.startswith(("carry/", "moments/")) else data[k] for k in data.files})
+    from jaxcollapse import _integrity
+
+    tampered, forged = tmp_path / "tampered.npz", tmp_path / "forged.npz"
+    arrays = _integrity.load_npz(path)  # the same checkpoint with its saved numbers moved
+    moved_arrays = {k: v + 1 if k.startswith(("carry/", "moments/")) else v for k, v in arrays.items()}
+    np.savez(tampered, **moved_arrays, **{_integrity.DIGEST_KEY: np.array(_integrity.arrays_digest(arrays))})
+    _integrity.save_npz(forged, moved_arrays)  # moved, with a digest that matches the move
     resumed = jc.simulate(program, checkpoint=path, checkpoint_every=3, **options)
     _equal_results(resumed, whole)
-    moved = jc.simulate(program, checkpoint=tampered, checkpoint_every=3, **options)
+    with pytest.raises(jc.ConfigError, match="does not match the digest written with it"):
+        jc.simulate(program, checkpoint=tampered, checkpoint_every=3, **options)
+    moved = jc.simulate(program, checkpoint=forged, checkpoint_every=3, **options)
     assert not np.array_equal(moved.moments["w2_risk"], whole.moments["w2_risk"])  # the checkpoint was used
 
 

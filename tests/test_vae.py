@@ -270,7 +270,7 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
     assert trained.stat().st_mtime_ns == first  # not retrained
     assert (whole / "summary.csv").read_bytes() == (parts / "summary.csv").read_bytes()
     for generation in (1, 2):
-        for name in ("params_0-2.safetensors", "samples_0-2.npy"):
+        for name in ("params_0-2.safetensors", "samples_0-2.npz"):
             name = f"checkpoints/generation_{generation}/{name}"
             assert (whole / name).read_bytes() == (parts / name).read_bytes()
     with np.load(whole / "latents.npz") as a, np.load(parts / "latents.npz") as b:

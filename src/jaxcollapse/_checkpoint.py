@@ -15,7 +15,6 @@ checkpoint whose identity differs is refused rather than silently mixed in.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._files import atomic_bytes
+from ._integrity import DamagedFile, load_npz, save_npz
 from ._validation import ConfigError
 
 CHECKPOINT_FORMAT = 1
@@ -90,13 +89,31 @@ def save(path: Path, identity: dict, state: EngineState) -> None:
         for name, value in chunk.items():
             arrays[f"final/{index}/{name}"] = np.asarray(value)
     arrays["meta"] = np.array(json.dumps(meta))
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_bytes(path, buffer.getvalue())
+    save_npz(path, arrays)  # with its content digest, checked on load
     _writes += 1
     limit = os.environ.get(KILL_AFTER_ENV)
     if limit and _writes >= int(limit):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_META_TYPES = {"format": int, "identity": dict, "chunk": int, "segments": int, "in_flight": bool, "moments": list,
+               "sketches": list, "trajectory_chunks": int, "final_chunks": list}
+
+
+def _meta(path: Path, stored) -> dict:
+    """The checkpoint's metadata, every field of its type (and counts >= 0), or a named refusal."""
+    try:
+        meta = json.loads(str(stored)) if stored is not None and stored.shape == () else None
+    except (TypeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise DamagedFile(f"checkpoint {path} has no readable metadata; delete it to start the run over")
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            raise DamagedFile(f"checkpoint {path}: metadata {key!r} is {value!r}, not a valid {kind.__name__}; "
+                              f"delete it to start the run over")
+    return meta
 
 
 def load(path: Path, identity: dict, carry_shapes, record_shapes) -> EngineState:
@@ -107,11 +124,11 @@ def load(path: Path, identity: dict, carry_shapes, record_shapes) -> EngineState
     in; every leaf's shape and dtype is checked against them.
     """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"checkpoint {path} cannot be read ({error}); delete it to start the run over") from error
-    meta = json.loads(str(arrays.pop("meta")))
+        arrays = load_npz(path, "checkpoint")
+    except DamagedFile as error:
+        raise DamagedFile(f"{error}. Nothing was resumed from it: delete it (or run with --force) to start the run "
+                          f"over") from None
+    meta = _meta(path, arrays.pop("meta", None))
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"checkpoint {path} has format {meta.get('format')!r}; this jaxcollapse writes "
                           f"{CHECKPOINT_FORMAT}. Delete it to start the run over")

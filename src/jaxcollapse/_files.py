@@ -6,6 +6,7 @@ goes through a temporary file in the same folder and ``os.replace``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ._validation import ConfigError
 
-__all__ = ["atomic_bytes", "atomic_text", "claim_run_folder"]
+__all__ = ["atomic_bytes", "atomic_text", "claim_run_folder", "write_config", "read_config", "json_digest"]
 
 
 def atomic_bytes(path: Path, data: bytes) -> None:
@@ -32,6 +33,38 @@ def atomic_text(path: Path, text: str) -> None:
     atomic_bytes(path, text.encode())
 
 
+def json_digest(blob: dict) -> str:
+    """SHA-256 of a JSON object's canonical text (sorted keys), its ``sha256`` key aside."""
+    body = {key: value for key, value in blob.items() if key != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_config(path: Path, config: dict) -> None:
+    """A run's ``config.json``, with the SHA-256 of its content under ``sha256`` (atomic)."""
+    config = json.loads(json.dumps(config))
+    config["sha256"] = json_digest(config)
+    atomic_text(path, json.dumps(config, indent=2) + "\n")
+
+
+def read_config(path: Path) -> dict:
+    """A ``config.json`` as a dict, refused by name when it cannot be read, is not a JSON
+    object, or does not match the digest it was written with (edited or damaged; a file
+    without a digest, from an older jaxcollapse or written by hand, is read as it is)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a regular file; the folder is not a jaxcollapse run folder")
+    try:
+        blob = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged") from None
+    if not isinstance(blob, dict):
+        raise ConfigError(f"{path} must hold a JSON object (a run's settings); it holds a {type(blob).__name__}")
+    if "sha256" in blob and blob["sha256"] != json_digest(blob):
+        raise ConfigError(f"{path} does not match the digest it was written with: it was edited or is damaged. "
+                          f"Write a new run (the command with --force) rather than editing a run's record")
+    return {key: value for key, value in blob.items() if key != "sha256"}
+
+
 def claim_run_folder(folder: Path, config: dict, *, force: bool) -> None:
     """Make ``folder`` the home of the run described by ``config`` (its ``config.json``).
 
@@ -40,10 +73,10 @@ def claim_run_folder(folder: Path, config: dict, *, force: bool) -> None:
     """
     folder = Path(folder)
     config_path = folder / "config.json"
-    if config_path.is_file() and not force:
-        if json.loads(config_path.read_text()).get("study") != config["study"]:
-            raise ConfigError(f"out folder {folder} holds a different run; use another --out, or --force to start over")
-    elif folder.exists() and not folder.is_dir():
+    if folder.exists() and not folder.is_dir():
         raise ConfigError(f"out {folder} exists and is not a folder")
+    if config_path.exists() and not force:
+        if read_config(config_path).get("study") != json.loads(json.dumps(config["study"])):
+            raise ConfigError(f"out folder {folder} holds a different run; use another --out, or --force to start over")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_text(config_path, json.dumps(config, indent=2) + "\n")
+    write_config(config_path, config)

@@ -18,26 +18,36 @@ class ConfigError(ValueError):
     """A parameter is outside its accepted range."""
 
 
-def require_int(name: str, value, minimum: int) -> int:
+def require_int(name: str, value, minimum: int, maximum: int | None = None, why: str = "") -> int:
+    """``value`` as an int in [minimum, maximum] (a float with an integer value passes);
+    otherwise a ConfigError naming the parameter, the range and the value (``why``: what
+    the upper limit protects, appended to the message)."""
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
             value = int(value)
         else:
-            raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value}")
+            raise ConfigError(f"{name} must be {expected}; got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name} must be {expected}; got {value}" + (f" ({why})" if why else ""))
     return int(value)
 
 
 def require_finite(name: str, value) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be a number (or an array of numbers); got {value!r}") from None
     if not np.all(np.isfinite(array)):
         raise ConfigError(f"{name} must be finite (no NaN or inf); got {value!r}")
     return array
 
 
 def require_positive(name: str, value) -> float:
-    number = float(require_finite(name, value))
+    array = require_finite(name, value)
+    if array.ndim:
+        raise ConfigError(f"{name} must be one number; got {value!r}")
+    number = float(array)
     if number <= 0:
         raise ConfigError(f"{name} must be > 0; got {value!r}")
     return number
@@ -95,3 +105,45 @@ def nested_tuple(value):
     plain."""
     array = np.asarray(value, np.float64)
     return tuple(float(v) for v in array) if array.ndim <= 1 else tuple(nested_tuple(row) for row in array)
+
+
+def physical_memory_bytes() -> int:
+    """This machine's physical memory (a large number where the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 1 << 50
+
+
+def require_memory(what: str, needed: int, knobs: str) -> None:
+    """Refuse, before any allocation, work whose estimated memory ``needed`` (bytes) exceeds
+    this machine's physical memory, with the figure and the settings that lower it."""
+    available = physical_memory_bytes()
+    if needed > available:
+        raise ConfigError(f"{what} needs about {needed / 2**30:.3g} GiB of memory, more than this machine's "
+                          f"{available / 2**30:.3g} GiB; {knobs}")
+
+
+# Locations and scales of p_0 that float32 arithmetic carries: moments square them (the
+# W2 risk, variances), and 1e15 squared is 1e30, well inside float32's 3.4e38; beyond
+# these a run would write inf or garbage rather than numbers
+MAX_LOCATION, SCALE_RANGE = 1e15, (1e-15, 1e15)
+
+
+def require_location(name: str, value) -> np.ndarray:
+    """A finite location (number or array) with every |entry| <= :data:`MAX_LOCATION`."""
+    array = require_finite(name, value)
+    if array.size and np.max(np.abs(array)) > MAX_LOCATION:
+        raise ConfigError(f"{name} must lie in [-{MAX_LOCATION:g}, {MAX_LOCATION:g}] (float32 squares it); got {value!r}")
+    return array
+
+
+def require_scale(name: str, value) -> float:
+    """A positive scale in :data:`SCALE_RANGE` (float32 squares it)."""
+    number = require_positive(name, value)
+    low, high = SCALE_RANGE
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must lie in [{low:g}, {high:g}] (float32 squares it); got {value!r}")
+    return number

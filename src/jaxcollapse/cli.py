@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import studies
 from ._validation import ConfigError
@@ -136,8 +137,6 @@ def _reproduce(args) -> int:
 
 
 def _resume(args) -> int:
-    from pathlib import Path
-
     from .runs import resume
 
     if (Path(args.folder) / "sweep.json").is_file():
@@ -169,6 +168,54 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"jaxcollapse: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = _run_folder(args)
+        again = f"`jaxcollapse resume {where}` or the same command" if where else "the same command"
+        print(f"jaxcollapse: interrupted; every finished stage is kept: {again} goes on from there", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("jaxcollapse: error: out of memory; lower --chunk-size (chains in flight), --chains or the sample "
+              "sizes, or use --path stats where it applies", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system's answer: a read-only folder, a full disk, a file in the path
+        name = f" {error.filename}" if getattr(error, "filename", None) else ""
+        print(f"jaxcollapse: error: cannot use{name}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - the one boundary: anything else is a bug, with its traceback kept
+        if "RESOURCE_EXHAUSTED" in str(error):
+            print("jaxcollapse: error: the device ran out of memory; lower --chunk-size (chains in flight), --chains "
+                  "or the sample sizes", file=sys.stderr)
+            return 2
+        log = _write_traceback(args)
+        print(f"jaxcollapse: internal error (a bug, please report it): {type(error).__name__}: {error}; "
+              f"the full traceback is in {log}", file=sys.stderr)
+        return 1
+
+
+def _run_folder(args):
+    """The run folder a command writes (its --out, or the folder it resumes), if any."""
+    return getattr(args, "out", None) or getattr(args, "folder", None)
+
+
+def _write_traceback(args) -> str:
+    """The current exception's traceback in the run folder's ``error.log`` (or a temporary
+    file when there is no folder to write to); returns where."""
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    folder = _run_folder(args)
+    if folder is not None and Path(folder).is_dir():
+        try:
+            path = Path(folder) / "error.log"
+            path.write_text(text)
+            return str(path)
+        except OSError:
+            pass
+    handle, path = tempfile.mkstemp(prefix="jaxcollapse-error-", suffix=".log")
+    with open(handle, "w") as stream:
+        stream.write(text)
+    return path
 
 
 if __name__ == "__main__":

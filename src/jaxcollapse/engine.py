@@ -239,6 +239,9 @@ def simulate(
     number of independent runs. ``chunk_size``, ``num_devices`` and ``segment_length`` do
     not apply to it.
     """
+    if not isinstance(program, (ChainProgram, HostProgram)):
+        raise ConfigError(f"program must be a ChainProgram (study.program(), data_path_program) or a HostProgram "
+                          f"(host_program); got {type(program).__name__}")
     if isinstance(program, HostProgram):
         return _simulate_on_host(program, num_chains=num_chains, num_generations=num_generations, seed=seed,
                                  record=record, metrics=metrics, quantile_metrics=quantile_metrics,
@@ -399,6 +402,11 @@ def simulate(
             record_shapes = jax.eval_shape(lambda params: jax.tree.map(
                 lambda x: x[0], trajectory_metrics(jax.tree.map(lambda x: x[None], params))), record_shapes)
         resumed = _checkpoint.load(checkpoint, identity, carry_shapes, record_shapes)
+        if resumed.chunk > num_chunks or resumed.segments > num_segments or (
+                resumed.carry is None and resumed.segments) or (resumed.carry is not None and resumed.chunk >= num_chunks):
+            raise ConfigError(f"checkpoint {checkpoint} says chunk {resumed.chunk}, segment {resumed.segments} of a run "
+                              f"of {num_chunks} chunks of {num_segments} segments; it is damaged: delete it to start "
+                              f"the run over")
     merged_moments, merged_sketches = resumed.moments, resumed.sketches
     trajectory_chunks, final_chunks = resumed.trajectory_chunks, resumed.final_chunks
 

@@ -18,8 +18,11 @@ here, with the engine's keys and data policies and the engine's result type:
   for ``chains_per_call`` runs at a time;
 * **artefacts**: with ``checkpoint=DIR`` every stage's result is written atomically as soon
   as it exists, ``generation_<n>/params_<a>-<b>.safetensors`` (runs a..b-1's parameters),
-  ``samples_<a>-<b>.npy`` (the rows they wrote) and ``metrics_<a>-<b>.npz``, beside
-  ``identity.json`` (the run they belong to: another run's folder is refused). A run
+  ``samples_<a>-<b>.npz`` (the rows they wrote) and ``metrics_<a>-<b>.npz``, beside
+  ``identity.json`` (the run they belong to: another run's folder is refused). Each file
+  carries the SHA-256 digest of its content and is verified (digest, names, shapes,
+  dtypes) before it is used: a damaged file is refused, naming the generation to
+  recompute from. A run
   killed at any moment and started again loads every finished stage, rebuilds the data
   sets by replaying the policy over the saved samples (no fit is redone) and ends
   bit-identical to an uninterrupted run. A stage may keep partial work of its own in
@@ -42,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import io
 import json
 import shutil
 import sys
@@ -55,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._files import atomic_bytes, atomic_text
+from ._integrity import DamagedFile, arrays_digest, load_npz, save_npz
 from ._random import key_from_words, step_words
 from ._validation import ConfigError, require_int
 from .families.base import Family
@@ -124,42 +127,59 @@ def _leaf_name(key_path) -> str:
 
 
 def save_params(path: Path, params) -> None:
-    """A parameter pytree as one safetensors file, leaves named by their key paths (atomic)."""
+    """A parameter pytree as one safetensors file, leaves named by their key paths, with
+    the SHA-256 digest of its tensors in the file's metadata (atomic)."""
     from safetensors.numpy import save
 
     flat = {}
     for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         flat[_leaf_name(key_path) or "leaf"] = np.ascontiguousarray(np.asarray(leaf))
-    atomic_bytes(path, save(flat))
+    atomic_bytes(path, save(flat, metadata={"sha256": arrays_digest(flat)}))
+
+
+# a safetensors header larger than this is not one this library wrote (the format allows 100 MB)
+MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+def read_safetensors(path: Path, what: str = "saved parameters") -> tuple[dict, dict]:
+    """The tensors and metadata of a safetensors file, or :class:`DamagedFile` naming it (a
+    truncated or foreign file, an absurd header, a folder or FIFO in its place)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DamagedFile(f"{what} {path} is not a regular file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(8)
+        if len(header) < 8 or int.from_bytes(header, "little") > MAX_SAFETENSORS_HEADER:
+            raise ValueError("no safetensors header")
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise DamagedFile(f"{what} {path} cannot be read ({type(error).__name__}: {error}); it is damaged") from None
+    return tensors, metadata
 
 
 def load_params(path: Path, template):
     """The pytree :func:`save_params` wrote, shaped like ``template`` (arrays or
-    ``ShapeDtypeStruct``s); a file that does not match it is refused by name."""
-    from safetensors.numpy import load_file
-
-    stored = load_file(str(path))
+    ``ShapeDtypeStruct``s), after checking its digest; a damaged file, or one whose names,
+    shapes or dtypes do not match the template, is refused by name."""
+    stored, metadata = read_safetensors(path)
+    if metadata.get("sha256") != arrays_digest(stored):
+        raise DamagedFile(f"saved parameters {path} do not match the digest written with them: damaged or edited")
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for key_path, leaf in paths:
         name = _leaf_name(key_path) or "leaf"
-        if name not in stored or tuple(stored[name].shape) != tuple(leaf.shape):
-            raise ConfigError(f"saved parameters {path} do not match this run's model (parameter {name!r}); "
-                              f"use another folder, or --force to start over")
-        leaves.append(jnp.asarray(stored[name], leaf.dtype))
+        found = stored.get(name)
+        if found is None or tuple(found.shape) != tuple(leaf.shape) or found.dtype != np.dtype(leaf.dtype):
+            got = "missing" if found is None else f"{found.dtype}{list(found.shape)}"
+            raise DamagedFile(f"saved parameters {path} do not match this run's model: parameter {name!r} is {got}, "
+                              f"expected {np.dtype(leaf.dtype)}{list(leaf.shape)}")
+        leaves.append(jnp.asarray(found))
     return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def _save_npy(path: Path, array) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    atomic_bytes(path, buffer.getvalue())
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_bytes(path, buffer.getvalue())
 
 
 class _Store:
@@ -172,8 +192,13 @@ class _Store:
         folder.mkdir(parents=True, exist_ok=True)
         marker = folder / "identity.json"
         text = json.dumps(identity, sort_keys=True, indent=1) + "\n"
-        if marker.is_file():
-            if json.loads(marker.read_text()) != json.loads(text):
+        if marker.exists():
+            try:
+                saved = json.loads(marker.read_text())
+            except (OSError, UnicodeDecodeError, ValueError):
+                raise DamagedFile(f"{marker} cannot be read: the checkpoint folder {folder} is damaged; delete it "
+                                  f"to start over") from None
+            if saved != json.loads(text):
                 raise ConfigError(f"the checkpoint folder {folder} belongs to a different run (other settings, seed "
                                   f"or runs); use another folder, or delete it to start over")
         else:
@@ -182,7 +207,7 @@ class _Store:
     def path(self, generation: int, stage: str, group: tuple[int, int]) -> Path | None:
         if self.folder is None:
             return None
-        suffix = {"fit": "safetensors", "sample": "npy", "score": "npz"}[stage]
+        suffix = {"fit": "safetensors", "sample": "npz", "score": "npz"}[stage]
         name = {"fit": "params", "sample": "samples", "score": "metrics"}[stage]
         return self.folder / f"generation_{generation}" / f"{name}_{group[0]}-{group[1]}.{suffix}"
 
@@ -273,10 +298,16 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
                             program.params_shape)
 
     def stage(generation, name, group, compute, load, save):
-        """One stage for one group of runs: its artefact if it was written, else computed and written."""
+        """One stage for one group of runs: its artefact if it was written (verified), else
+        computed and written."""
         path = store.path(generation, name, group)
-        if path is not None and path.is_file():
-            return load(path, group)
+        if path is not None and path.exists():
+            try:
+                return load(path, group)
+            except DamagedFile as error:
+                raise DamagedFile(f"{error}. Nothing was resumed from it: delete {path.parent} and every later "
+                                  f"generation_* folder of {path.parent.parent}, and run again to recompute from "
+                                  f"generation {generation - 1}") from None
         label = f"generation {generation}/{G}: {name} runs {group[0]}-{group[1] - 1}"
         say(label + " ...")
         started = time.perf_counter()
@@ -291,11 +322,23 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
         return value
 
     load_fit = lambda path, group: load_params(path, template(group))
-    load_samples = lambda path, group: jnp.asarray(np.load(path, allow_pickle=False))
+    row = jax.ShapeDtypeStruct(family.row.shape, jax.dtypes.canonicalize_dtype(family.row.dtype))
+
+    def load_samples(path, group):
+        samples = load_npz(path, "saved samples").get("samples")
+        expected = (group[1] - group[0], rows, *row.shape)
+        if samples is None or samples.shape != expected or samples.dtype != row.dtype:
+            raise DamagedFile(f"saved samples {path} are not {row.dtype}{list(expected)}")
+        return jnp.asarray(samples)
+
+    def save_samples(path, samples):
+        save_npz(path, {"samples": samples})
 
     def load_scores(path, group):
-        with np.load(path, allow_pickle=False) as stored:
-            return {name: stored[name] for name in stored.files}
+        scores = load_npz(path, "saved metrics")
+        if set(scores) != set(program.metric_names):
+            raise DamagedFile(f"saved metrics {path} hold {sorted(scores)}, not this run's {list(program.metric_names)}")
+        return scores
 
     def scores(generation, params, samples, data, weights, reference, group):
         a, b = group
@@ -331,12 +374,12 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
             n + 1, "sample", group,
             lambda: _checked(family, sample_runs(sample_keys[s], jax.tree.map(lambda x: x[s], params), rows),
                              s.stop - s.start, rows),
-            load_samples, _save_npy)))
+            load_samples, save_samples)))
         records[n + 1] = _merge_groups(per_group(lambda group, s: stage(
             n + 1, "score", group,
             lambda: scores(n + 1, jax.tree.map(lambda x: x[s], params), samples[s], data[s], weights[s],
                            jax.tree.map(lambda x: x[s], reference), group),
-            load_scores, _save_npz)))
+            load_scores, save_npz)))
         if initial is not None:
             kept_params.append(params)
         if n + 1 < G:
@@ -368,4 +411,4 @@ def _score_stage(stage, scores, group, s, initial, real, reference, load_scores)
         lambda x: jnp.broadcast_to(x, (runs,) + jnp.shape(x)), initial)
     return stage(0, "score", group,
                  lambda: scores(0, params, real[s], None, None, jax.tree.map(lambda x: x[s], reference), group),
-                 load_scores, _save_npz)
+                 load_scores, save_npz)

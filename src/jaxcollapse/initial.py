@@ -23,7 +23,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from ._validation import (
-    ConfigError, require_covariance, require_finite, require_int, require_positive, require_proportions,
+    ConfigError, require_covariance, require_finite, require_int, require_location, require_positive,
+    require_proportions, require_scale,
 )
 
 __all__ = [
@@ -210,9 +211,12 @@ def numpyro_initial(distribution, quantile_draws: int = 1_000_000, seed: int = 0
 def parse_initial(text: str, mean: float, sigma: float, dim: int) -> InitialDistribution:
     """CLI spelling: ``normal``, ``student-t:DF``, ``laplace``, ``mixture:SEPARATION``
     (equal-weight unit-variance modes at +-SEPARATION/2, the paper's Figure 3 uses 8)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"p0 must be normal, student-t:DF, laplace or mixture:SEPARATION; got {text!r}")
     kind, _, argument = text.partition(":")
     dim = require_int("dim", dim, 1)
-    sigma = require_positive("sigma", sigma)  # sigma**2 below would hide a negative sigma
+    sigma = require_scale("sigma", sigma)  # sigma**2 below would hide a negative sigma
+    mean = float(require_location("mean", mean))
     if kind != "normal" and dim != 1:
         raise ConfigError(f"p0 {kind!r} is one-dimensional; use --dim 1")
     try:

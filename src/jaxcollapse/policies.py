@@ -95,6 +95,9 @@ class DataPolicy:
 
 def parse_policy(text: str) -> DataPolicy:
     """Parse the CLI spelling of a regime (see the module docstring)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"regime must be a DataPolicy or its spelling (replace, accumulate, accumulate-subsample, "
+                          f"real-fraction:F, fresh-real:F, mix:A,B,G); got {text!r}")
     kind, _, argument = text.partition(":")
     if kind not in REGIMES:
         raise ConfigError(f"unknown regime {text!r}; choose one of {', '.join(REGIMES)} (real-fraction:F, fresh-real:F, mix:A,B,G)")

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from . import studies
-from ._files import atomic_text
+from ._files import atomic_text, read_config, write_config
 from ._validation import ConfigError
 from .check import check_csv, format_check, verdicts
 from .distributed import is_main_process
@@ -83,14 +83,20 @@ def _version() -> str:
 def load_config(folder) -> tuple[object, object, dict]:
     """(study, settings, config.json) of the run in ``folder``, for any study command."""
     path = Path(folder) / "config.json"
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{folder} holds no config.json; it is not a jaxcollapse run folder")
-    blob = json.loads(path.read_text())
+    blob = read_config(path)
     known = studies.commands()
     if blob.get("command") not in known:
         raise ConfigError(f"{path} describes a {blob.get('command')!r} run; only {', '.join(known)} runs can be rerun")
     command = known[blob["command"]]
-    return command.from_json(blob["study"]), command.settings_from_config(blob), blob
+    try:
+        return command.from_json(blob["study"]), command.settings_from_config(blob), blob
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise ConfigError(f"{path} does not describe a {blob['command']} run this jaxcollapse can read "
+                          f"({type(error).__name__}: {error})") from None
 
 
 CHECKPOINT = "checkpoint.npz"  # the engine's state while a run is unfinished (deleted once it is)
@@ -120,11 +126,9 @@ def _refuse_another_unfinished_run(folder: Path, config: dict) -> None:
     if not (folder / CHECKPOINT).is_file() or not (folder / "config.json").is_file():
         return
     try:
-        saved = json.loads((folder / "config.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return  # no readable record of the run: the checkpoint's own identity decides
-    if not isinstance(saved, dict):
-        return
+        saved = read_config(folder / "config.json")
+    except ConfigError:
+        return  # no trustworthy record of the run: the checkpoint's own identity decides
 
     def essence(blob):
         run = {k: v for k, v in (blob.get("run") or {}).items() if k not in _DISPLAY_SETTINGS}
@@ -166,7 +170,7 @@ def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path,
         _refuse_unusable_folder(folder, force)
     else:
         folder = prepare_folder(folder, force)
-        atomic_text(paths["config"], json.dumps(_config(study, settings), indent=2) + "\n")
+        write_config(paths["config"], _config(study, settings))
         if (folder / CHECKPOINT).exists() and settings.progress is not False:
             print(f"resuming the unfinished run in {folder} from its {CHECKPOINT}", file=sys.stderr)
     if jax.process_count() > 1:

@@ -109,7 +109,17 @@ def explicit(values) -> Schedule:
 
 def parse_schedule(text: str, samples: int) -> Schedule:
     """Parse the CLI spelling: ``constant``, ``linear:SLOPE``, ``power:P``,
-    ``geometric:RATIO`` or ``list:M0,M1,...``; ``samples`` is M_0."""
+    ``geometric:RATIO`` or ``list:M0,M1,...``; ``samples`` is M_0. A list or tuple of
+    sizes is the explicit schedule M_0, M_1, ...
+
+    >>> parse_schedule([10, 20, 30], 10).sizes(3).tolist()
+    [10, 20, 30]
+    """
+    if isinstance(text, (list, tuple, np.ndarray)):
+        return explicit(list(text))
+    if not isinstance(text, str):
+        raise ConfigError(f"schedule must be a Schedule, its spelling (constant, linear:SLOPE, power:P, "
+                          f"geometric:RATIO, list:M0,M1,...) or a list of sample sizes; got {text!r}")
     kind, _, argument = text.partition(":")
     if kind not in _KINDS:
         raise ConfigError(f"unknown schedule {text!r}; choose constant, linear:SLOPE, power:P, geometric:RATIO or list:M0,M1,...")

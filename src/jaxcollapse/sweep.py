@@ -50,7 +50,7 @@ from pathlib import Path
 import jax
 
 from . import studies
-from ._files import atomic_bytes, atomic_text
+from ._files import atomic_bytes, atomic_text, read_config, write_config
 from ._validation import ConfigError
 from .runs import float_precision, run_from_settings
 from .studies.base import render_command_line
@@ -174,10 +174,10 @@ def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=
     record = {"command": command, "cells": [{"name": c.name, "varying": c.varying, "settings": c.settings}
                                             for c in cells]}
     previous = out / "sweep.json"
-    if previous.is_file() and json.loads(previous.read_text()) != json.loads(json.dumps(record)):
+    if previous.exists() and read_config(previous) != json.loads(json.dumps(record)):
         raise ConfigError(f"out folder {out} holds a different sweep; use another --out, or --force to start over")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_text(out / "sweep.json", json.dumps(record, indent=2) + "\n")
+    write_config(out / "sweep.json", record)  # with its digest, as a run's config.json
     atomic_text(out / "sweep.toml", Path(config).read_text())
     _enable_compilation_cache(out)
     started, done_now = time.perf_counter(), 0

@@ -50,7 +50,7 @@ from flax import nnx
 
 from . import vae_train
 from ._files import atomic_bytes, claim_run_folder
-from ._validation import ConfigError, require_choice, require_int
+from ._validation import ConfigError, require_choice, require_int, require_memory
 from .images import DATASETS, load_images
 from .policies import REGIMES, DataPolicy
 from .vae_model import SAMPLE_MODES, TrainConfig, VAEConfig, encode_means, negative_elbo
@@ -84,8 +84,8 @@ class VAEStudy:
     command: ClassVar[str] = "vae"
 
     def __post_init__(self):
-        require_int("generations", self.generations, 1)
-        require_int("runs", self.runs, 1)
+        require_int("generations", self.generations, 1, 10_000)
+        require_int("runs", self.runs, 1, 1000)
         require_choice("dataset", self.dataset, DATASETS)
         require_choice("sample mode", self.sample_mode, SAMPLE_MODES)
         require_int("heldout", self.heldout, 1)
@@ -166,6 +166,21 @@ class _Stopped(Exception):
     """``run_vae(stop_after=...)`` ends the run here, as an interruption would."""
 
 
+def _check_memory(study: VAEStudy, count: int) -> None:
+    """Refuse, before any work, a run whose parameters, optimiser state and data buffers
+    cannot fit in memory (float32 throughout; runs trained at once on every platform but
+    the conv model on a CPU, which trains them in turn)."""
+    from .vae_model import parameter_count
+
+    model = study.model
+    pixels = model.pixels
+    at_once = 1 if (model.architecture == "conv" and jax.default_backend() == "cpu") else study.runs
+    pool = study.policy.pool_rows(np.full(study.generations, count))
+    needed = 4 * (4 * parameter_count(model) * at_once + study.runs * (2 * pool + 2 * count) * pixels)
+    require_memory("this VAE run", needed, "lower --runs or --latent, or use a smaller --dataset or regime "
+                   "(accumulate keeps every generation's images)")
+
+
 def _metric_names():
     return ("heldout_nelbo", "latent_sd", "class_entropy", "train_loss", "latents", "grid")
 
@@ -201,6 +216,7 @@ def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = Tru
     heldout = jnp.asarray(data.images[order[: study.heldout]])
     real_images = data.images[order[study.heldout:]]
     count = len(real_images)
+    _check_memory(study, count)
     real = jnp.asarray(real_images.reshape(count, -1))
     classify = _train_classifier(real_images, data.labels[order[study.heldout:]], study.seed)
     model = study.model

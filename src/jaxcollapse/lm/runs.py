@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._files import atomic_bytes, atomic_text, claim_run_folder
-from .._validation import ConfigError, require_choice, require_int, require_positive
+from .._validation import ConfigError, require_choice, require_finite, require_int, require_positive
 from ..check import TheoryRow, check_csv
 from ..families.base import Family
 from ..host import stage_scratch
@@ -55,7 +55,7 @@ from .data import tokenize_corpus, train_bpe_tokenizer
 from .finetune import FinetuneConfig, finetune, perplexity, score_blocks
 from .generate import GenerationConfig, generate
 from .opt import OPTConfig, OPTForCausalLM, decoder_fns, functional
-from .synthetic import SyntheticLanguage, synthetic_corpus
+from .synthetic import MAX_VOCAB, SyntheticLanguage, synthetic_corpus
 
 __all__ = ["LMStudy", "run_lm", "opt_family", "check_rows", "export_model", "PRESETS", "QUANTILES", "study_preset"]
 
@@ -63,6 +63,10 @@ MODEL_PRESETS = ("tiny", "small")
 DECODINGS = ("beam", "greedy", "sample")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 FORMAT_VERSION = 2
+# limits checked before any work (beyond them a run cannot fit in memory or is a typo)
+MAX_CONTEXT = 2048  # OPT's position embeddings (a checkpoint's own is checked when it loads)
+MAX_BEAMS, MAX_BATCH, MAX_RUNS, MAX_GENERATIONS, MAX_EPOCHS = 64, 4096, 1000, 10_000, 10_000
+MAX_BPE_VOCAB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -106,17 +110,25 @@ class LMStudy:
     command: ClassVar[str] = "lm"
 
     def __post_init__(self):
-        require_int("generations", self.generations, 1)
-        require_int("runs", self.runs, 1)
-        require_int("epochs", self.epochs, 1)
-        require_int("beams", self.beams, 1)
-        require_int("block_size", self.block_size, 2)
-        require_int("new_tokens", self.new_tokens, 2)
-        require_int("batch_size", self.batch_size, 1)
-        require_int("generation_batch", self.generation_batch, 1)
-        require_int("vocab", self.vocab, 2)
-        require_int("seed", self.seed, 0)
+        require_int("generations", self.generations, 1, MAX_GENERATIONS)
+        require_int("runs", self.runs, 1, MAX_RUNS)
+        require_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        require_int("beams", self.beams, 1, MAX_BEAMS, "the beam search keeps every beam's key/value cache")
+        require_int("block_size", self.block_size, 2, MAX_CONTEXT, "OPT's longest context")
+        require_int("new_tokens", self.new_tokens, 2, MAX_CONTEXT, "OPT's longest context")
+        require_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        require_int("generation_batch", self.generation_batch, 1, MAX_BATCH)
+        require_int("vocab", self.vocab, 2, MAX_BPE_VOCAB)
+        require_int("seed", self.seed, 0, 2**32 - 1)
         require_positive("repetition_penalty", self.repetition_penalty)
+        for name in ("learning_rate", "final_learning_rate"):
+            if getattr(self, name) is not None:
+                require_positive(name, getattr(self, name))
+        if float(require_finite("zipf_exponent", self.zipf_exponent)) < 0:
+            raise ConfigError(f"zipf_exponent must be >= 0 (0: uniform transitions); got {self.zipf_exponent!r}")
+        if self.corpus == "synthetic" and self.vocab > MAX_VOCAB:
+            raise ConfigError(f"vocab must be an integer in [2, {MAX_VOCAB}] for the synthetic language (its exact "
+                              f"likelihoods hold a V^3 table); got {self.vocab}")
         require_choice("decoding", self.decoding, DECODINGS)
         require_positive("temperature", self.temperature)
         if self.decoding != "sample" and self.temperature != 1.0:
@@ -277,8 +289,7 @@ def _write_blocks(setup: _Setup, study: LMStudy, params, progress, key) -> np.nd
     batch = min(study.generation_batch, len(prompts))
     scratch = stage_scratch()
     partial = None if scratch is None else scratch / PARTIAL_BLOCKS
-    done = (np.load(partial, allow_pickle=False) if partial is not None and partial.is_file()
-            else np.zeros((0, study.new_tokens), np.int32))
+    done = _partial_blocks(partial, study, setup)
     last_save = time.perf_counter()
     meter = _Meter(progress)
     for first in range(len(done), len(prompts), batch):
@@ -293,6 +304,24 @@ def _write_blocks(setup: _Setup, study: LMStudy, params, progress, key) -> np.nd
         if partial is not None and (time.perf_counter() - last_save > 30 or len(done) == len(prompts)):
             _save_npy(partial, done)
             last_save = time.perf_counter()
+    return done
+
+
+def _partial_blocks(path: Path | None, study: LMStudy, setup: _Setup) -> np.ndarray:
+    """The finished batches an interrupted generation saved, or none: a file that cannot be
+    read or does not hold whole int32 blocks of valid ids is partial work, recomputed
+    rather than trusted."""
+    empty = np.zeros((0, study.new_tokens), np.int32)
+    if path is None or not path.exists():
+        return empty
+    try:
+        done = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return empty
+    if (not isinstance(done, np.ndarray) or done.dtype != np.int32 or done.ndim != 2
+            or done.shape[1] != study.new_tokens or len(done) > len(setup.splits.train)
+            or (done.size and (done.min() < 0 or done.max() >= setup.config.vocab_size))):
+        return empty
     return done
 
 

@@ -157,6 +157,9 @@ def parse_discrete_initial(text: str, states: int = 20, kind: str = "categorical
         4
     """
     require_choice("family", kind, KINDS)
+    if not isinstance(text, str):
+        raise ConfigError(f"init must be a string: uniform, zipf:S, mixture, fat-mixture, probs:P1,P2,..., "
+                          f"bernoulli:P or poisson:LAMBDA; got {text!r}")
     name, _, argument = text.partition(":")
 
     def number(label):

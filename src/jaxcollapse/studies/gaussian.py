@@ -25,7 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import ConfigError, require_choice, require_covariance, require_finite, require_int, require_positive
+from .._validation import (
+    ConfigError, require_choice, require_covariance, require_finite, require_int, require_location, require_positive,
+    require_scale,
+)
 from ..check import Curve
 from ..engine import ChainProgram
 from ..families.gaussian import (
@@ -289,15 +292,19 @@ def gaussian_study(
     spelling; p_0 is N(mean, sigma^2 I_dim), N(mean, cov), or ``initial``.
     """
     samples = require_int("samples", samples, 1)
+    generations = require_int("generations", generations, 0)
     if not isinstance(schedule, Schedule):
         schedule = parse_schedule(schedule, samples)
     if not isinstance(regime, DataPolicy):
         regime = parse_policy(regime)
     if initial is None:
         dim = require_int("dim", dim, 1)
-        mean_vector = np.broadcast_to(require_finite("mean", mean), (dim,)).astype(np.float64)
+        location = require_location("mean", mean)
+        if location.ndim > 1 or (location.ndim == 1 and location.shape[0] not in (1, dim)):
+            raise ConfigError(f"mean must be a number or a vector of dim = {dim} numbers; got shape {location.shape}")
+        mean_vector = np.broadcast_to(location, (dim,)).astype(np.float64)
         if cov is None:
-            sigma = require_positive("sigma", sigma)
+            sigma = require_scale("sigma", sigma)
             cov_matrix = sigma**2 * np.eye(dim)
         else:
             cov_matrix = require_covariance("cov", cov, dim)

@@ -96,6 +96,8 @@ def parse_gmm_initial(text: str, dim: int = 2) -> GMMInitial:
     """``two-blobs`` (means +-3 on the first axis, unit covariances), ``two-blobs:S`` (the
     means S apart) or ``blob`` (N(0, I)), in ``dim`` >= 1 dimensions."""
     dim = require_int("dim", dim, 1)
+    if not isinstance(text, str):
+        raise ConfigError(f"p0 must be two-blobs, two-blobs:S or blob; got {text!r}")
     kind, _, argument = text.partition(":")
     eye = np.eye(dim)
     if kind == "blob" and not argument:

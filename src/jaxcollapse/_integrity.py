@@ -1,0 +1,80 @@
+"""Saved state is verified before it is trusted.
+
+Every file a run writes to go on from later (the engine's ``checkpoint.npz``, the host
+executor's parameters, samples and metrics, ``config.json``) carries a SHA-256 digest of
+its own content, written with it in the same atomic write: an ``.npz`` holds it as the
+array ``__sha256__``, a safetensors file in its metadata, ``config.json`` as the key
+``sha256``. On resume each file is read, its digest recomputed and compared, its arrays'
+shapes and dtypes checked against what the run expects; a truncated, bit-flipped, edited
+or foreign file is refused with its name and what is wrong, never silently used. (A
+digest inside the file, rather than a separate manifest, keeps every write a single
+atomic rename: a kill at any moment leaves each file whole with its own digest.)
+
+Example:
+    >>> import numpy as np
+    >>> arrays = {"x": np.arange(3)}
+    >>> digest = arrays_digest(arrays)
+    >>> digest == arrays_digest({"x": np.arange(3)}), digest == arrays_digest({"x": np.arange(1, 4)})
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ._files import atomic_bytes, json_digest, read_config, write_config  # noqa: F401 - one home for digests
+from ._validation import ConfigError
+
+__all__ = ["arrays_digest", "save_npz", "load_npz", "json_digest", "read_config", "write_config", "DIGEST_KEY",
+           "DamagedFile"]
+
+DIGEST_KEY = "__sha256__"
+
+
+class DamagedFile(ConfigError):
+    """A saved file that is damaged, edited or not what the run wrote (a ConfigError)."""
+
+
+def arrays_digest(arrays: dict) -> str:
+    """SHA-256 of named arrays: names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(np.asarray(arrays[name]))
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def save_npz(path: Path, arrays: dict) -> None:
+    """``arrays`` as one ``.npz`` (no pickle) with their digest, written atomically."""
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **{DIGEST_KEY: np.array(arrays_digest(arrays))})
+    atomic_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: Path, what: str = "saved file") -> dict:
+    """The arrays of a :func:`save_npz` file, after checking its digest; a file that cannot
+    be read, holds objects, or does not match its digest raises :class:`DamagedFile`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DamagedFile(f"{what} {path} is not a regular file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("not an .npz archive")
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as error:
+        raise DamagedFile(f"{what} {path} cannot be read ({type(error).__name__}: {error}); it is damaged") from None
+    stored = arrays.pop(DIGEST_KEY, None)
+    if stored is None or stored.shape != () or stored.dtype.kind != "U":
+        raise DamagedFile(f"{what} {path} has no content digest: it was not written by this jaxcollapse, or was edited")
+    if str(stored) != arrays_digest(arrays):
+        raise DamagedFile(f"{what} {path} does not match the digest written with it: it is damaged or was edited")
+    return arrays
