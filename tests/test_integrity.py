@@ -300,3 +300,30 @@ def test_damaged_host_artefacts_are_refused_with_the_generation_to_recompute_fro
     path.mkdir()  # a folder in the file's place
     with pytest.raises(ConfigError, match="not a regular file.*recompute from generation 1"):
         run()
+
+
+# ---------------------------------------------------------------------------- one writer per folder
+
+def test_two_processes_cannot_write_one_run_folder(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    from jaxcollapse._files import LOCK_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        argv = ["gaussian", "--chains", "16", "--generations", "2", "--out", str(out), "--no-figures"]
+        assert main(argv) == 2
+        assert f"is being written by process {holder.pid}" in capsys.readouterr().err
+        assert not (out / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(argv) == 0  # the holder is gone: its lock is stale and taken over
+    assert not (out / LOCK_FILE).exists()  # and released when the run ends
+    (out / LOCK_FILE).write_text("{half a lock")  # a writer killed mid-write: stale too
+    assert main(argv + ["--force"]) == 0

@@ -194,7 +194,8 @@ def test_finetuning_keeps_the_best_epoch_and_lowers_the_loss():
     assert len(history["train_loss"]) == 4
 
 
-def test_a_training_step_in_chunks_equals_one_pass(monkeypatch):
+@pytest.mark.parametrize("chunk_rows", [13, pytest.param(18, marks=pytest.mark.slow)])
+def test_a_training_step_in_chunks_equals_one_pass(monkeypatch, chunk_rows):
     import optax
     from flax import nnx
 
@@ -215,12 +216,12 @@ def test_a_training_step_in_chunks_equals_one_pass(monkeypatch):
         return loss, new
 
     whole_loss, whole = one_step(None)
-    for chunk_rows in (18, 13):  # two lanes of one chunk each; three chunks, one waiting, the last uneven
-        loss, new = one_step(chunk_rows)
-        np.testing.assert_allclose(loss, whole_loss, rtol=1e-5)
-        for a, b, p in zip(jax.tree.leaves(new), jax.tree.leaves(whole), jax.tree.leaves(params)):
-            np.testing.assert_allclose(a - p, b - p, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b - p))) + 1e-9)
-    dropped, _ = one_step(18, dropout=True)
+    # 18: two lanes of one chunk each; 13: three chunks, one waiting, the last uneven
+    loss, new = one_step(chunk_rows)
+    np.testing.assert_allclose(loss, whole_loss, rtol=1e-5)
+    for a, b, p in zip(jax.tree.leaves(new), jax.tree.leaves(whole), jax.tree.leaves(params)):
+        np.testing.assert_allclose(a - p, b - p, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b - p))) + 1e-9)
+    dropped, _ = one_step(chunk_rows, dropout=True)
     assert np.isfinite(dropped) and dropped != loss
     monkeypatch.undo()
     if jax.default_backend() == "cpu":

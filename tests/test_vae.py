@@ -45,22 +45,28 @@ def test_the_transposed_convolution_equals_flax_conv_transpose_with_its_gradient
         x = jax.random.normal(jax.random.key(height), (2, height, width, channels_in))
         expected = layer(x)
         assert expected.shape == (2, 2 * height, 2 * width, channels_out)
-        np.testing.assert_allclose(reference(x, kernel, bias), expected, atol=1e-5)
-        np.testing.assert_allclose(_doubling_conv_transpose(x, kernel, bias), expected, atol=1e-5)
         cotangent = jax.random.normal(jax.random.key(7), expected.shape)
 
-        def gradients(form, x=x, kernel=kernel):
+        def gradients(form, x, kernel):
             return jax.grad(lambda *args: jnp.sum(form(*args) * cotangent), argnums=(0, 1, 2))(x, kernel, bias)
 
-        for ours, theirs in zip(gradients(_doubling_conv_transpose), gradients(reference)):
-            np.testing.assert_allclose(ours, theirs, atol=1e-4)
-        # vmapped over kernels (runs trained at once) and inputs: each slice as alone
-        kernels = jnp.stack([kernel, -2.0 * kernel])
-        xs = jnp.stack([x, x[::-1]])
-        batched = jax.vmap(lambda x, kernel: gradients(_doubling_conv_transpose, x, kernel))(xs, kernels)
+        @jax.jit  # one compilation per configuration (op by op, each primitive compiles alone)
+        def everything(x, kernel):
+            kernels, xs = jnp.stack([kernel, -2.0 * kernel]), jnp.stack([x, x[::-1]])
+            # vmapped over kernels (runs trained at once) and inputs: each slice as alone
+            batched = jax.vmap(lambda x, kernel: gradients(_doubling_conv_transpose, x, kernel))(xs, kernels)
+            alone = [gradients(reference, xs[run], kernels[run]) for run in range(2)]
+            return (reference(x, kernel, bias), _doubling_conv_transpose(x, kernel, bias),
+                    gradients(_doubling_conv_transpose, x, kernel), gradients(reference, x, kernel), batched, alone)
+
+        forward_reference, forward_ours, ours, theirs, batched, alone = everything(x, kernel)
+        np.testing.assert_allclose(forward_reference, expected, atol=1e-5)
+        np.testing.assert_allclose(forward_ours, expected, atol=1e-5)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, atol=1e-4)
         for run in range(2):
-            for ours, theirs in zip(batched, gradients(reference, xs[run], kernels[run])):
-                np.testing.assert_allclose(ours[run], theirs, atol=1e-4)
+            for a, b in zip(batched, alone[run]):
+                np.testing.assert_allclose(a[run], b, atol=1e-4)
 
 
 def test_a_step_in_chunks_and_lanes_equals_one_pass(monkeypatch):
@@ -176,6 +182,7 @@ def test_the_host_loop_and_runs_in_turn_equal_the_vmapped_scan(digits):
             np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # 24 s cold; the vmapped conv gradient is checked fast in the transposed-convolution test
 def test_vmapped_conv_runs_in_lanes_equal_runs_in_turn():
     # the chunked CPU step (3 chunks of 16 in two lanes: one chunk waits) under jax.vmap
     from jaxcollapse.vae import train_runs

@@ -6,15 +6,18 @@ goes through a temporary file in the same folder and ``os.replace``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 
 from ._validation import ConfigError
 
-__all__ = ["atomic_bytes", "atomic_text", "claim_run_folder", "write_config", "read_config", "json_digest"]
+__all__ = ["atomic_bytes", "atomic_text", "claim_run_folder", "write_config", "read_config", "json_digest",
+           "folder_lock", "LOCK_FILE"]
 
 
 def atomic_bytes(path: Path, data: bytes) -> None:
@@ -80,3 +83,66 @@ def claim_run_folder(folder: Path, config: dict, *, force: bool) -> None:
             raise ConfigError(f"out folder {folder} holds a different run; use another --out, or --force to start over")
     folder.mkdir(parents=True, exist_ok=True)
     write_config(config_path, config)
+
+
+LOCK_FILE = ".jaxcollapse.lock"
+_held: dict[str, int] = {}  # folders this process holds, with how many nested holders
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold ``folder`` for this process while a run writes it: a second process (another
+    run, another sweep) pointed at the same folder is refused, naming the holder's pid. A
+    lock left by a process that no longer runs (killed) is stale and taken over. Nested
+    holds in one process are allowed (a sweep's cell, a resumed run)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"out {folder} exists and is not a folder")
+    key = str(folder.resolve())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+                pid, host = int(holder["pid"]), str(holder["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pid, host = -1, socket.gethostname()  # unreadable: a writer killed mid-write, stale
+            if pid > 0 and (host != socket.gethostname() or _alive(pid)):
+                raise ConfigError(f"{folder} is being written by process {pid} on {host} (its {LOCK_FILE}); wait "
+                                  f"for it to finish, or delete {path} if that process is gone") from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(handle, "w") as stream:
+            stream.write(mine)
+        break
+    else:
+        raise ConfigError(f"could not take the lock {path}; another process keeps taking it")
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        _held.pop(key, None)
+        with contextlib.suppress(OSError):
+            if path.read_text() == mine:
+                path.unlink()

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from . import studies
-from ._files import atomic_text, read_config, write_config
+from ._files import atomic_text, folder_lock, read_config, write_config
 from ._validation import ConfigError
 from .check import check_csv, format_check, verdicts
 from .distributed import is_main_process
@@ -203,7 +203,13 @@ def run_study(study, settings: RunSettings, folder, *, force: bool = False,
     (:func:`jaxcollapse.check.theory_table`) that check.csv holds.
 
     Only process 0 of a multi-process run writes (and runs the figures' extra
-    simulations on its devices)."""
+    simulations on its devices), holding the folder's lock (:func:`jaxcollapse._files.folder_lock`:
+    a second process pointed at the folder is refused)."""
+    with folder_lock(folder) if is_main_process() else contextlib.nullcontext():
+        return _run_study(study, settings, folder, force, figures)
+
+
+def _run_study(study, settings: RunSettings, folder, force: bool, figures: bool):
     folder, paths = _start_run(study, settings, folder, force)
     result = _simulate(study, settings, folder, metrics=study.summary_metrics(), final_metrics=study.final_metrics(),
                        quantile_metrics=study.quantile_metrics() if settings.quantiles else ())

@@ -50,7 +50,7 @@ from pathlib import Path
 import jax
 
 from . import studies
-from ._files import atomic_bytes, atomic_text, read_config, write_config
+from ._files import atomic_bytes, atomic_text, folder_lock, read_config, write_config
 from ._validation import ConfigError
 from .runs import float_precision, run_from_settings
 from .studies.base import render_command_line
@@ -161,8 +161,14 @@ def _enable_compilation_cache(folder: Path) -> None:
 def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=None) -> Path:
     """Run every cell of the sweep file ``config`` into ``out``; returns the tidy table's
     path. Finished cells are skipped; ``force`` starts the whole sweep over."""
+    loaded = load_sweep(config)  # every cell checked before anything is written
+    with folder_lock(out):  # one sweep writes a sweep folder
+        return _run_sweep(config, loaded, out, force=force, figures=figures, stream=stream)
+
+
+def _run_sweep(config, loaded, out, *, force, figures, stream):
     stream = sys.stderr if stream is None else stream
-    command, cells = load_sweep(config)
+    command, cells = loaded
     study_command = studies.command(command)
     out = Path(out)
     for cell in cells:

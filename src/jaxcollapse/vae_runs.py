@@ -49,7 +49,7 @@ import optax
 from flax import nnx
 
 from . import vae_train
-from ._files import atomic_bytes, claim_run_folder
+from ._files import atomic_bytes, claim_run_folder, folder_lock
 from ._validation import ConfigError, require_choice, require_int, require_memory
 from .images import DATASETS, load_images
 from .policies import REGIMES, DataPolicy
@@ -196,6 +196,11 @@ def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = Tru
     empirical p_0), every later D_n as many images, built by the study's data policy
     (any of :data:`jaxcollapse.policies.REGIMES`); every stage's result is kept in
     ``checkpoints/``."""
+    with folder_lock(folder):  # one writer per run folder
+        return _run_vae(study, folder, force=force, figures=figures, progress=progress, stop_after=stop_after)
+
+
+def _run_vae(study, folder, *, force, figures, progress, stop_after):
     from .engine import simulate
     from .programs import host_program
 

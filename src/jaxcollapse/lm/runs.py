@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._files import atomic_bytes, atomic_text, claim_run_folder
+from .._files import atomic_bytes, atomic_text, claim_run_folder, folder_lock
 from .._validation import ConfigError, require_choice, require_finite, require_int, require_positive
 from ..check import TheoryRow, check_csv
 from ..families.base import Family
@@ -468,6 +468,11 @@ def run_lm(study: LMStudy, folder, *, force: bool = False, figures: bool = True,
     ``"fit"``, ``"sample"`` or ``"score"``) returns right after that stage, as an
     interruption would (for tests).
     """
+    with folder_lock(folder):  # one writer per run folder
+        return _run_lm(study, folder, force=force, figures=figures, progress=progress, stop_after=stop_after)
+
+
+def _run_lm(study, folder, *, force, figures, progress, stop_after):
     from ..engine import simulate
     from ..programs import host_program
 
