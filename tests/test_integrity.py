@@ -115,9 +115,9 @@ def test_an_out_path_through_a_file_is_named(tmp_path, capsys):
     (dict(final_learning_rate=0.0), "final_learning_rate must be > 0"),
     (dict(zipf_exponent=-1.0), "zipf_exponent must be >= 0"),
     (dict(zipf_exponent=float("nan")), "zipf_exponent must be finite"),
-    (dict(block_size=10**9, new_tokens=10**9), r"block_size must be an integer in \[2, 2048\]"),
-    (dict(beams=10**6), r"beams must be an integer in \[1, 64\]"),
-    (dict(vocab=1000), r"vocab must be an integer in \[2, 256\] for the synthetic language"),
+    (dict(block_size=10**9, new_tokens=10**9), r"block_size must be an integer >= 2 and <= 2048"),
+    (dict(beams=10**6), r"beams must be an integer >= 1 and <= 64"),
+    (dict(vocab=1000), r"vocab must be an integer >= 2 and <= 256 for the synthetic language"),
 ])
 def test_language_model_settings_out_of_range_are_named(change, match):
     from jaxcollapse.lm.runs import LMStudy
@@ -327,3 +327,131 @@ def test_two_processes_cannot_write_one_run_folder(tmp_path, capsys):
     assert not (out / LOCK_FILE).exists()  # and released when the run ends
     (out / LOCK_FILE).write_text("{half a lock")  # a writer killed mid-write: stale too
     assert main(argv + ["--force"]) == 0
+
+
+# ---------------------------------------------------------------------------- limits before work (chains)
+
+@pytest.mark.parametrize("argv, said", [
+    (["gaussian", "--dim", "50000"], "50000-dimensional Gaussian's covariance matrices needs about"),
+    (["discrete", "--states", "3000000000"], "a distribution over 3000000000 states needs about"),
+    (["gaussian", "--samples", "100000000", "--path", "data"], "one chunk of 16 chains of this program needs about"),
+    (["gaussian", "--generations", "1000000000000"], r"generations must be an integer >= 0 and <= 10000000"),
+    (["gaussian", "--chains", str(2**33)], "chains must be an integer >= 1 and <= 2147483648"),
+    (["regression", "--dim", "100000"], "dim d must be an integer >= 1 and <= 4096"),
+    (["kde", "--heldout", "1000000000"], "heldout must be an integer >= 1 and <= 1000000"),
+    (["gmm", "--heldout", "1000000000"], "heldout must be an integer >= 1 and <= 1000000"),
+])
+def test_runs_that_cannot_fit_are_refused_before_work(tmp_path, capsys, argv, said):
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_sweep_of_too_many_cells_is_refused_before_it_is_enumerated(tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text('command = "gaussian"\n[grid]\n' + "".join(
+        f"{name} = [{', '.join(str(v) for v in range(1, 101))}]\n" for name in ("samples", "seed", "chains")))
+    with pytest.raises(ConfigError, match="makes 1000000 cells; a sweep holds at most 10000"):
+        load_sweep(config)
+
+
+# ---------------------------------------------------------------------------- faults
+
+def test_a_failed_write_leaves_no_temporary_file_and_a_killed_ones_are_swept(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from jaxcollapse import _files
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError):
+        _files.atomic_bytes(tmp_path / "summary.csv", b"x" * 1000)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []  # nothing left to keep the disk full
+    leftover = tmp_path / f".checkpoint.npz{_files.TEMPORARY_MARK}abc123"
+    leftover.write_bytes(b"half a checkpoint")  # a writer killed with SIGKILL mid-write
+    with _files.folder_lock(tmp_path):
+        assert not leftover.exists()
+
+
+def test_a_fifo_in_place_of_a_checkpoint_is_refused_not_waited_on(tmp_path):
+    import os
+
+    import jaxcollapse as jc
+
+    path = tmp_path / "checkpoint.npz"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        jc.simulate(jc.gaussian_study(samples=10, generations=2).program(), num_chains=16, checkpoint=path)
+
+
+# ---------------------------------------------------------------------------- an OPT checkpoint folder is untrusted input
+
+def _opt_folder(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "opt"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "opt" / "pre_ln", folder)
+    return folder
+
+
+def test_an_opt_config_too_large_for_memory_is_refused_before_loading(tmp_path):
+    from jaxcollapse.lm.checkpoint import load_opt
+
+    folder = _opt_folder(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, num_hidden_layers=200_000, ffn_dim=65536,
+                                                        hidden_size=4096, num_attention_heads=32)))
+    with pytest.raises(ConfigError, match="parameters by its config.json\\) needs about .* GiB"):
+        load_opt(folder)
+
+
+def test_an_opt_index_cannot_point_outside_its_folder(tmp_path):
+    from jaxcollapse.lm.checkpoint import load_opt
+
+    folder = _opt_folder(tmp_path)
+    (folder / "model.safetensors").rename(folder / "shard.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "shard.safetensors", "b": "../../../../etc/passwd"}}))
+    with pytest.raises(ConfigError, match="names shards outside"):
+        load_opt(folder)
+
+
+@pytest.mark.parametrize("content, match", [
+    ((1 << 40).to_bytes(8, "little") + b"{}", "cannot be read as safetensors"),
+    (b"", "cannot be read as safetensors"),
+    (None, "pytorch_model.bin is a pickle and is not read"),
+])
+def test_damaged_or_pickled_opt_weights_are_named(tmp_path, capsys, content, match):
+    from jaxcollapse.lm.checkpoint import load_opt
+
+    folder = _opt_folder(tmp_path)
+    if content is None:
+        (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    else:
+        (folder / "model.safetensors").write_bytes(content)
+    with pytest.raises(ConfigError, match=match):
+        load_opt(folder)
+    assert main(["lm", "--model", str(folder), "--generations", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "jaxcollapse: error:" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------- float32 and int32 ranges
+
+@pytest.mark.parametrize("argv, said", [
+    (["discrete", "--family", "poisson", "--init", "poisson:1e8", "--samples", "100"], "counts are int32"),
+    (["gaussian", "--mean", "1e39"], "mean must lie in [-1e+15, 1e+15]"),
+    (["gaussian", "--sigma", "1e30"], "sigma must lie in [1e-15, 1e+15]"),
+    (["kde", "--mean", "1e39"], "mean must lie in [-1e+15, 1e+15]"),
+    (["regression", "--noise", "1e30"], "noise sigma must lie in [1e-15, 1e+15]"),
+    (["gmm", "--p0", "two-blobs:1e30"], "two-blobs separation must lie in [1e-15, 1e+15]"),
+])
+def test_values_beyond_the_arithmetics_range_are_refused(tmp_path, capsys, argv, said):
+    assert main(argv + ["--chains", "16", "--generations", "2", "--out", str(tmp_path / "run")]) == 2
+    assert said in capsys.readouterr().err

@@ -20,16 +20,39 @@ __all__ = ["atomic_bytes", "atomic_text", "claim_run_folder", "write_config", "r
            "folder_lock", "LOCK_FILE"]
 
 
+TEMPORARY_MARK = ".partial-"  # in the names of atomic_bytes' temporary files: .<name>.partial-<random>
+
+
 def atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all at once (the folder is created if needed)."""
+    """Write ``data`` to ``path`` all at once (the folder is created if needed). A write
+    that fails (a full disk, an interruption) removes its temporary file, so the folder
+    is as it was and a retry has the space back; one left by a killed process is removed
+    when the folder is next locked (:func:`folder_lock`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())  # whole on disk before it takes the name, even across a crash
-    os.replace(temporary, path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_MARK}")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())  # whole on disk before it takes the name, even across a crash
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files that writers killed mid-write left under ``folder``
+    (only under a lock this process holds: no live writer owns them); returns how many."""
+    removed = 0
+    for stale in Path(folder).rglob(f".*{TEMPORARY_MARK}*"):
+        if stale.is_file():
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                removed += 1
+    return removed
 
 
 def atomic_text(path: Path, text: str) -> None:
@@ -139,6 +162,7 @@ def folder_lock(folder):
     else:
         raise ConfigError(f"could not take the lock {path}; another process keeps taking it")
     _held[key] = 1
+    remove_stale_temporaries(folder)  # the folder is ours now: what a killed writer left is garbage
     try:
         yield
     finally:

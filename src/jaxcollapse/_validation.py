@@ -22,7 +22,7 @@ def require_int(name: str, value, minimum: int, maximum: int | None = None, why:
     """``value`` as an int in [minimum, maximum] (a float with an integer value passes);
     otherwise a ConfigError naming the parameter, the range and the value (``why``: what
     the upper limit protects, appended to the message)."""
-    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+    expected = f"an integer >= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
             value = int(value)
@@ -41,6 +41,14 @@ def require_finite(name: str, value) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ConfigError(f"{name} must be finite (no NaN or inf); got {value!r}")
     return array
+
+
+def require_number(name: str, value) -> float:
+    """One finite number (not an array, a string or None)."""
+    array = require_finite(name, value)
+    if array.ndim:
+        raise ConfigError(f"{name} must be one number; got {value!r}")
+    return float(array)
 
 
 def require_positive(name: str, value) -> float:
@@ -122,7 +130,8 @@ def require_memory(what: str, needed: int, knobs: str) -> None:
     this machine's physical memory, with the figure and the settings that lower it."""
     available = physical_memory_bytes()
     if needed > available:
-        raise ConfigError(f"{what} needs about {needed / 2**30:.3g} GiB of memory, more than this machine's "
+        gib = float(min(needed, 10**300)) / 2**30  # an absurd request is still a number to print
+        raise ConfigError(f"{what} needs about {gib:.3g} GiB of memory, more than this machine's "
                           f"{available / 2**30:.3g} GiB; {knobs}")
 
 
@@ -147,3 +156,12 @@ def require_scale(name: str, value) -> float:
     if not low <= number <= high:
         raise ConfigError(f"{name} must lie in [{low:g}, {high:g}] (float32 squares it); got {value!r}")
     return number
+
+
+MAX_GENERATIONS = 10_000_000  # every generation is a step of every chain and a row of the records
+
+
+def require_generations(value) -> int:
+    """G, the number of fitted generations: an integer in [0, :data:`MAX_GENERATIONS`]."""
+    return require_int("generations", value, 0, MAX_GENERATIONS, "every generation is a step of every chain and a "
+                       "row of the records")

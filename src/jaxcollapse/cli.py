@@ -178,8 +178,10 @@ def main(argv=None) -> int:
               "sizes, or use --path stats where it applies", file=sys.stderr)
         return 2
     except OSError as error:  # the file system's answer: a read-only folder, a full disk, a file in the path
-        name = f" {error.filename}" if getattr(error, "filename", None) else ""
-        print(f"jaxcollapse: error: cannot use{name}: {error.strerror or error}", file=sys.stderr)
+        if getattr(error, "filename", None):
+            print(f"jaxcollapse: error: cannot use {error.filename}: {error.strerror or error}", file=sys.stderr)
+        else:
+            print(f"jaxcollapse: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - the one boundary: anything else is a bug, with its traceback kept
         if "RESOURCE_EXHAUSTED" in str(error):

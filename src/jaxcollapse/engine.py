@@ -40,7 +40,7 @@ import numpy as np
 from . import _checkpoint
 from ._progress import Progress
 from ._random import LANE_BLOCK, step_words
-from ._validation import ConfigError, require_int
+from ._validation import ConfigError, require_int, require_memory
 from .distributed import is_main_process
 from .host import HostProgram, run_host_program
 from .summaries import chunk_moments, describe_moments, merge_moments, sketch, sketch_quantiles
@@ -57,6 +57,7 @@ EXECUTORS = ("scan", "host")
 # of the compiled segment costs a fixed time on top of its generations (measured on 2
 # cores: ~13 ms for 112 chains at K = M = 10^4, where a generation takes ~22 ms)
 MIN_SEGMENT = 10
+MAX_CHAINS = 2**31
 
 
 class ChainProgram(NamedTuple):
@@ -174,6 +175,39 @@ def _to_host(array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
+def check_run_fits(program: ChainProgram, num_chains: int, *, record: str = "summary", quantile_metrics=(),
+                   final_metrics=()) -> None:
+    """Refuse (``ConfigError``), before any compilation or allocation, a run of
+    ``program`` whose smallest chunk (one block of chains) or whose records cannot fit in
+    this machine's memory; :func:`simulate` checks the same, and run writers call this
+    before they write anything."""
+    returned = jax.eval_shape(program.metrics, program.initial_params)
+    _check_memory(program, returned, num_chains, program.resolve_generations(None) if program.num_generations
+                  is not None else 0, record, quantile_metrics, final_metrics)
+
+
+def _check_memory(program, metric_shapes, num_chains, num_generations, record, quantile_metrics, final_metrics):
+    """Refuse, before any compilation or allocation, a run whose smallest chunk (one block
+    of chains) or whose records cannot fit in this machine's memory."""
+    from .summaries import SKETCH_BINS
+
+    chunk = 2 * LANE_BLOCK * max(int(program.bytes_per_chain), 1)  # the carry and a step's working set
+    require_memory(f"one chunk of {LANE_BLOCK} chains of this program", chunk,
+                   "lower the sample sizes (--samples, the schedule), --dim, the number of states, or use "
+                   "--path stats where it applies")
+    sizes = {name: max(1, int(np.prod(np.shape(shape)))) for name, shape in metric_shapes.items()}
+    recorded = sum(sizes.get(name, 1) for name in program.metric_names)
+    rows = num_generations + 1
+    if record == "trajectories":
+        params = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(program.initial_params))
+        records = 4 * rows * num_chains * (recorded + params)
+    else:
+        records = 8 * rows * (5 * recorded + SKETCH_BINS * len(quantile_metrics))
+    records += 8 * num_chains * sum(sizes.get(name, 1) for name in final_metrics)
+    require_memory(f"the records of {num_chains} chains over {num_generations} generations", 2 * records,
+                   "lower --generations or --chains, or record summaries instead of trajectories")
+
+
 def _chain_mesh(num_devices: int):
     devices = jax.devices()[:num_devices]
     return jax.sharding.Mesh(np.array(devices), ("chains",))
@@ -248,7 +282,7 @@ def simulate(
                                  final_metrics=final_metrics, progress=progress, checkpoint=checkpoint,
                                  identity=identity, executor=executor)
     executor = "scan" if executor is None else executor
-    num_chains = require_int("chains", num_chains, 1)
+    num_chains = require_int("chains", num_chains, 1, MAX_CHAINS, "chain ids are 32-bit words of the random stream")
     num_generations = program.resolve_generations(num_generations)
     seed = require_int("seed", seed, 0)
     if seed >= 2**32:
@@ -280,6 +314,7 @@ def simulate(
             raise ConfigError(f"quantile metric {name!r} is not one of {', '.join(program.metric_names)}")
         if name == "cov_logdet":
             raise ConfigError("quantile sketches need a non-negative metric; cov_logdet can be negative")
+    _check_memory(program, returned, num_chains, num_generations, record, quantile_metrics, final_metrics)
     available = len(jax.devices())
     num_devices = available if num_devices is None else require_int("devices", num_devices, 1)
     if num_devices > available:

@@ -24,7 +24,7 @@ from scipy import stats as scipy_stats
 
 from ._validation import (
     ConfigError, require_covariance, require_finite, require_int, require_location, require_positive,
-    require_proportions, require_scale,
+    require_memory, require_proportions, require_scale,
 )
 
 __all__ = [
@@ -208,13 +208,21 @@ def numpyro_initial(distribution, quantile_draws: int = 1_000_000, seed: int = 0
     return InitialDistribution("numpyro", {}, mean, cov, quantiles, distribution)
 
 
+def require_dim(dim) -> int:
+    """The dimension d of a Gaussian p_0, refused before its d x d covariance is built when
+    that (with its factor and the chains' copies) cannot fit in memory."""
+    dim = require_int("dim", dim, 1)
+    require_memory(f"a {dim}-dimensional Gaussian's covariance matrices", 8 * 8 * dim * dim, "lower --dim")
+    return dim
+
+
 def parse_initial(text: str, mean: float, sigma: float, dim: int) -> InitialDistribution:
     """CLI spelling: ``normal``, ``student-t:DF``, ``laplace``, ``mixture:SEPARATION``
     (equal-weight unit-variance modes at +-SEPARATION/2, the paper's Figure 3 uses 8)."""
     if not isinstance(text, str):
         raise ConfigError(f"p0 must be normal, student-t:DF, laplace or mixture:SEPARATION; got {text!r}")
     kind, _, argument = text.partition(":")
-    dim = require_int("dim", dim, 1)
+    dim = require_dim(dim)
     sigma = require_scale("sigma", sigma)  # sigma**2 below would hide a negative sigma
     mean = float(require_location("mean", mean))
     if kind != "normal" and dim != 1:

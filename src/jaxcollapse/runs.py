@@ -34,7 +34,7 @@ from ._files import atomic_text, folder_lock, read_config, write_config
 from ._validation import ConfigError
 from .check import check_csv, format_check, verdicts
 from .distributed import is_main_process
-from .engine import SimulationResult, simulate
+from .engine import SimulationResult, check_run_fits, simulate
 from .studies.base import RunOutcome, RunSettings
 from .tables import csv_text as _csv_text
 from .tables import number as _number
@@ -210,6 +210,9 @@ def run_study(study, settings: RunSettings, folder, *, force: bool = False,
 
 
 def _run_study(study, settings: RunSettings, folder, force: bool, figures: bool):
+    # a run that cannot fit is refused before its folder is touched
+    check_run_fits(study.program(), settings.chains, quantile_metrics=study.quantile_metrics() if settings.quantiles
+                   else (), final_metrics=study.final_metrics())
     folder, paths = _start_run(study, settings, folder, force)
     result = _simulate(study, settings, folder, metrics=study.summary_metrics(), final_metrics=study.final_metrics(),
                        quantile_metrics=study.quantile_metrics() if settings.quantiles else ())

@@ -40,6 +40,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import shutil
 import sys
 import time
@@ -81,6 +82,9 @@ class SweepCell:
         return render_command_line(command, self.settings)
 
 
+MAX_CELLS = 10_000  # every cell is a run folder, checked and built before any runs
+
+
 def load_sweep(path) -> tuple[str, list[SweepCell]]:
     """The command and the cells of the sweep file at ``path``; every cell's settings are
     checked, and its study built, before anything runs.
@@ -114,6 +118,10 @@ def load_sweep(path) -> tuple[str, list[SweepCell]]:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key} must be a non-empty list of values; got {values!r}")
+    count = math.prod(len(values) for values in grid.values()) * max(1, len(listed))
+    if count > MAX_CELLS:
+        raise ConfigError(f"sweep file {path} makes {count} cells; a sweep holds at most {MAX_CELLS} (split it into "
+                          f"several sweeps, or sweep fewer values)")
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else []
     varying_sets = [{**combo, **extra} for extra in listed for combo in (combos or [{}])] if listed else combos
     if not varying_sets:

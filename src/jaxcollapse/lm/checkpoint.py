@@ -32,10 +32,11 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from .._validation import ConfigError
+from .._validation import ConfigError, require_memory
 from .opt import OPTConfig, OPTForCausalLM
 
-__all__ = ["load_opt", "save_opt", "read_config", "CheckpointError", "hf_tensor_names"]
+__all__ = ["load_opt", "save_opt", "read_config", "CheckpointError", "MissingCheckpointFile", "hf_tensor_names",
+           "parameter_estimate"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -49,6 +50,10 @@ _DOWNLOAD_HINT = (
 
 class CheckpointError(ConfigError):
     """A checkpoint's files do not describe an OPT model this package can load."""
+
+
+class MissingCheckpointFile(CheckpointError, FileNotFoundError):
+    """A checkpoint file or folder is missing (a ConfigError, and a FileNotFoundError as before)."""
 
 
 def _hf_linear(prefix: str, path: tuple, bias: bool):
@@ -93,7 +98,7 @@ def hf_tensor_names(config: OPTConfig) -> list[tuple[tuple, str, bool]]:
 def _require_directory(directory) -> Path:
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"no checkpoint directory {str(directory)!r}: "
+        raise MissingCheckpointFile(f"no checkpoint directory {str(directory)!r}: "
                                 + _DOWNLOAD_HINT.format(dir=directory))
     return directory
 
@@ -103,7 +108,7 @@ def read_config(directory) -> OPTConfig:
     directory = _require_directory(directory)
     path = directory / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} is missing: " + _DOWNLOAD_HINT.format(dir=directory))
+        raise MissingCheckpointFile(f"{str(path)!r} is missing: " + _DOWNLOAD_HINT.format(dir=directory))
     with open(path, encoding="utf-8") as f:
         try:
             d = json.load(f)
@@ -121,28 +126,61 @@ def _weight_files(directory: Path) -> list[Path]:
     if single.is_file():
         return [single]
     if index.is_file():
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map", {})
-        files = [directory / name for name in sorted(set(weight_map.values()))]
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f).get("weight_map", {})
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{str(index)!r} is not a safetensors index ({type(error).__name__}: {error})") from None
+        names = set(weight_map.values()) if isinstance(weight_map, dict) else {None}
+        # a shard is a file of this folder: an index must not send the loader elsewhere
+        outside = sorted(repr(name) for name in names if not isinstance(name, str) or Path(name).name != name
+                         or name in ("", ".", ".."))
+        if outside:
+            raise CheckpointError(f"{str(index)!r} names shards outside {str(directory)!r}: {', '.join(outside)}; "
+                                  f"a shard must be a file name in the checkpoint folder")
+        files = [directory / name for name in sorted(names)]
         missing = [p.name for p in files if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"{str(index)!r} lists shards that are missing from {str(directory)!r}: "
+            raise MissingCheckpointFile(f"{str(index)!r} lists shards that are missing from {str(directory)!r}: "
                                     f"{', '.join(missing)}; download them into that directory")
         return files
     hint = ""
     if (directory / "pytorch_model.bin").exists():
         hint = " (pytorch_model.bin is a pickle and is not read: use the checkpoint's safetensors file)"
-    raise FileNotFoundError(f"no {WEIGHTS_FILE} (or {INDEX_FILE} with its shards) in {str(directory)!r}{hint}: "
+    raise MissingCheckpointFile(f"no {WEIGHTS_FILE} (or {INDEX_FILE} with its shards) in {str(directory)!r}{hint}: "
                             + _DOWNLOAD_HINT.format(dir=directory))
+
+
+MAX_HEADER = 100 << 20  # the safetensors format's own limit on its JSON header
 
 
 def _read_tensors(files: list[Path]) -> dict[str, np.ndarray]:
     tensors = {}
     for path in files:
-        with safe_open(path, framework="numpy") as f:
-            for name in f.keys():
-                tensors[name] = f.get_tensor(name)
+        try:
+            if not path.is_file():
+                raise ValueError("not a regular file")
+            with open(path, "rb") as handle:
+                header = handle.read(8)
+            if len(header) < 8 or int.from_bytes(header, "little") > MAX_HEADER:
+                raise ValueError("no safetensors header")
+            with safe_open(path, framework="numpy") as f:
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name)
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own types for damaged files
+            raise CheckpointError(f"{str(path)!r} cannot be read as safetensors ({type(error).__name__}: "
+                                  f"{error})") from None
     return tensors
+
+
+def parameter_estimate(config: OPTConfig) -> int:
+    """OPT's parameter count from its config alone (embeddings, projections, every layer's
+    attention, feed-forward and norms), to refuse a model that cannot fit before it is built."""
+    hidden, ffn, layers = config.hidden_size, config.ffn_dim, config.num_hidden_layers
+    embed = config.vocab_size * config.word_embed_proj_dim + (config.max_position_embeddings + 2) * hidden
+    projections = 2 * hidden * config.word_embed_proj_dim if config.word_embed_proj_dim != hidden else 0
+    per_layer = 4 * hidden * hidden + 2 * hidden * ffn + 9 * hidden + ffn
+    return int(embed + projections + layers * per_layer + 2 * hidden)
 
 
 def load_opt(directory, *, dtype=None, param_dtype=jnp.float32) -> tuple[OPTConfig, OPTForCausalLM]:
@@ -155,6 +193,9 @@ def load_opt(directory, *, dtype=None, param_dtype=jnp.float32) -> tuple[OPTConf
     """
     directory = _require_directory(directory)
     config = read_config(directory)
+    # the file's tensors, the model's parameters and fine-tuning's gradients and two moments
+    require_memory(f"the OPT model of {str(directory)!r} ({parameter_estimate(config):,} parameters by its config.json)",
+                   4 * 5 * parameter_estimate(config), "use a smaller checkpoint")
     tensors = _read_tensors(_weight_files(directory))
     if not any(name.startswith("model.decoder.") for name in tensors):  # the original uploads: decoder.*
         tensors = {("model." + name if name.startswith("decoder.") else name): value for name, value in tensors.items()}

@@ -127,7 +127,7 @@ class LMStudy:
         if float(require_finite("zipf_exponent", self.zipf_exponent)) < 0:
             raise ConfigError(f"zipf_exponent must be >= 0 (0: uniform transitions); got {self.zipf_exponent!r}")
         if self.corpus == "synthetic" and self.vocab > MAX_VOCAB:
-            raise ConfigError(f"vocab must be an integer in [2, {MAX_VOCAB}] for the synthetic language (its exact "
+            raise ConfigError(f"vocab must be an integer >= 2 and <= {MAX_VOCAB} for the synthetic language (its exact "
                               f"likelihoods hold a V^3 table); got {self.vocab}")
         require_choice("decoding", self.decoding, DECODINGS)
         require_positive("temperature", self.temperature)

@@ -142,7 +142,7 @@ class RunSettings:
     executor: str = "scan"  # where the generation loop runs (jaxcollapse.engine.EXECUTORS); same numbers
 
     def __post_init__(self):
-        require_int("chains", self.chains, 1)
+        require_int("chains", self.chains, 1, 2**31, "chain ids are 32-bit words of the random stream")
         if not 0 <= require_int("seed", self.seed, 0) < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32); got {self.seed}")
         if self.chunk_size is not None:

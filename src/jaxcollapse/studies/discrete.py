@@ -47,7 +47,10 @@ from scipy import stats
 
 from .._files import atomic_text
 from .._random import key_from_words
-from .._validation import ConfigError, require_choice, require_finite, require_int, require_positive
+from .._validation import (
+    ConfigError, require_choice, require_finite, require_generations, require_int, require_memory, require_number,
+    require_positive,
+)
 from ..check import Curve, TheoryRow, theory_table
 from ..engine import ChainProgram
 from ..families.discrete import (
@@ -181,6 +184,8 @@ def parse_discrete_initial(text: str, states: int = 20, kind: str = "categorical
             raise ConfigError(f"Bernoulli probability must lie in [0, 1]; got {p!r}")
         return DiscreteInitial(f"bernoulli:{p:g}", (1.0 - p, p), (0.0, 1.0))
     states = require_int("states K", states, 1)
+    # p_0 and every chain's histogram hold K numbers (as tuples here, ~100 bytes a state)
+    require_memory(f"a distribution over {states} states", 128 * states, "lower --states")
     grid = tuple(float(i) for i in range(states))
     if name == "uniform" and not argument:
         return DiscreteInitial("uniform", tuple(np.full(states, 1.0 / states)), grid)
@@ -215,6 +220,9 @@ def initial_from_probs(probs, grid=None) -> DiscreteInitial:
 # ----------------------------------------------------------------------------- chains
 
 
+MAX_POISSON_TOTAL = 2.0**31 / 64
+
+
 @dataclass(frozen=True)
 class DiscreteStudy(ChainStudy):
     """Everything that defines a discrete chain (chains and seed are run settings)."""
@@ -233,21 +241,27 @@ class DiscreteStudy(ChainStudy):
     per_state: bool | None = None  # default: K <= 64
 
     def __post_init__(self):
-        require_int("generations", self.generations, 0)
+        object.__setattr__(self, "generations", require_generations(self.generations))
         require_choice("family", self.kind, KINDS)
         require_choice("path", self.path, DISCRETE_PATHS)
         if self.kind == "poisson":
             if self.initial.rate <= 0:
                 raise ConfigError("a Poisson chain needs init poisson:LAMBDA with LAMBDA > 0")
+            largest = int(np.max(self.sizes)) if self.generations else 0
+            if self.initial.rate * max(largest, 1) > MAX_POISSON_TOTAL:
+                raise ConfigError(
+                    f"a Poisson chain's counts are int32: LAMBDA x M must stay below {MAX_POISSON_TOTAL:.3g} (room for "
+                    f"a chain's rate to grow 64-fold before a total reaches 2^31 - 1); got {self.initial.rate:g} x "
+                    f"{largest} = {self.initial.rate * largest:.3g}")
         else:
             if self.initial.rate or not self.initial.probs:
                 raise ConfigError(f"a {self.kind} chain needs a probability vector p0, not {self.initial.describe()}")
             if self.kind == "bernoulli" and self.initial.states != 2:
                 raise ConfigError("a Bernoulli chain has K = 2 states")
-        smoothing = float(require_finite("smoothing", self.smoothing))
+        smoothing = require_number("smoothing", self.smoothing)
         if smoothing < 0 or (smoothing and self.kind == "poisson"):
             raise ConfigError(f"smoothing must be >= 0 (categorical and Bernoulli chains only); got {self.smoothing!r}")
-        if self.tail_threshold is not None and not 0 < float(self.tail_threshold) <= 1:
+        if self.tail_threshold is not None and not 0 < require_number("tail_threshold", self.tail_threshold) <= 1:
             raise ConfigError(f"tail threshold must lie in (0, 1]; got {self.tail_threshold!r}")
         sizes = self.sizes
         if len(sizes) and int(np.max(sizes)) >= MAX_COUNT:

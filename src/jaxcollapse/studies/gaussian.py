@@ -26,15 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import (
-    ConfigError, require_choice, require_covariance, require_finite, require_int, require_location, require_positive,
-    require_scale,
+    ConfigError, require_choice, require_covariance, require_finite, require_generations, require_int,
+    require_location, require_positive, require_scale,
 )
 from ..check import Curve
 from ..engine import ChainProgram
 from ..families.gaussian import (
     ESTIMATORS, GaussianParams, check_sample_sizes, gaussian, gaussian_reference, metric_names, minimum_samples,
 )
-from ..initial import InitialDistribution, normal_initial, parse_initial
+from ..initial import InitialDistribution, normal_initial, parse_initial, require_dim
 from ..policies import STATS_REGIMES, DataPolicy, parse_policy, stats_program, stats_words
 from ..programs import data_path_program
 from ..schedules import Schedule, parse_schedule
@@ -66,7 +66,7 @@ class GaussianStudy(ChainStudy):
     path: str = "auto"
 
     def __post_init__(self):
-        require_int("generations", self.generations, 0)
+        object.__setattr__(self, "generations", require_generations(self.generations))
         require_choice("estimator", self.estimator, tuple(ESTIMATORS))
         require_choice("path", self.path, PATHS)
         sizes = self.sizes
@@ -292,13 +292,13 @@ def gaussian_study(
     spelling; p_0 is N(mean, sigma^2 I_dim), N(mean, cov), or ``initial``.
     """
     samples = require_int("samples", samples, 1)
-    generations = require_int("generations", generations, 0)
+    generations = require_generations(generations)
     if not isinstance(schedule, Schedule):
         schedule = parse_schedule(schedule, samples)
     if not isinstance(regime, DataPolicy):
         regime = parse_policy(regime)
     if initial is None:
-        dim = require_int("dim", dim, 1)
+        dim = require_dim(dim)
         location = require_location("mean", mean)
         if location.ndim > 1 or (location.ndim == 1 and location.shape[0] not in (1, dim)):
             raise ConfigError(f"mean must be a number or a vector of dim = {dim} numbers; got shape {location.shape}")

@@ -25,8 +25,8 @@ import jax
 import numpy as np
 
 from .._validation import (
-    ConfigError, nested_tuple, require_choice, require_covariance, require_finite, require_int, require_positive,
-    require_proportions,
+    ConfigError, nested_tuple, require_choice, require_covariance, require_finite, require_generations, require_int,
+    require_positive, require_proportions, require_scale,
 )
 from ..engine import ChainProgram
 from ..families.gmm import (
@@ -95,7 +95,7 @@ def gmm_initial(weights, means, covs, name: str = "custom") -> GMMInitial:
 def parse_gmm_initial(text: str, dim: int = 2) -> GMMInitial:
     """``two-blobs`` (means +-3 on the first axis, unit covariances), ``two-blobs:S`` (the
     means S apart) or ``blob`` (N(0, I)), in ``dim`` >= 1 dimensions."""
-    dim = require_int("dim", dim, 1)
+    dim = require_int("dim", dim, 1, 1024, "every chain fits and scores dim x dim covariances")
     if not isinstance(text, str):
         raise ConfigError(f"p0 must be two-blobs, two-blobs:S or blob; got {text!r}")
     kind, _, argument = text.partition(":")
@@ -107,7 +107,7 @@ def parse_gmm_initial(text: str, dim: int = 2) -> GMMInitial:
             separation = float(argument) if argument else 6.0
         except ValueError as error:
             raise ConfigError(f"two-blobs:S needs a number S (the distance between the means); got {text!r}") from error
-        separation = require_positive("two-blobs separation", separation)
+        separation = require_scale("two-blobs separation", separation)
         means = np.zeros((2, dim))
         means[:, 0] = (-separation / 2, separation / 2)
         return gmm_initial([0.5, 0.5], means, np.stack([eye, eye]), text)
@@ -136,11 +136,11 @@ class GMMStudy(ChainStudy):
     command: ClassVar[str] = "gmm"
 
     def __post_init__(self):
-        require_int("generations", self.generations, 0)
+        object.__setattr__(self, "generations", require_generations(self.generations))
         require_int("components", self.components, 1)
         require_int("iterations (the last one's log-likelihood change needs two)", self.iterations, 2)
         require_int("kmeans_iterations", self.kmeans_iterations, 0)
-        require_int("heldout", self.heldout, 1)
+        require_int("heldout", self.heldout, 1, 1_000_000, "every chain scores every held-out point each generation")
         require_int("heldout_seed", self.heldout_seed, 0)
         require_positive("reg_covar", self.reg_covar)
         require_positive("weight_threshold", self.weight_threshold)

@@ -31,7 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import ConfigError, require_covariance, require_finite, require_int, require_positive
+from .._validation import (
+    ConfigError, require_covariance, require_finite, require_generations, require_int, require_location,
+    require_positive, require_scale,
+)
 from ..check import Curve
 from ..engine import ChainProgram
 from ..families.kde import (
@@ -68,13 +71,13 @@ class KDEStudy(ChainStudy):
     heldout_seed: int = HELDOUT_SEED
 
     def __post_init__(self):
-        require_int("generations", self.generations, 0)
+        object.__setattr__(self, "generations", require_generations(self.generations))
         if not isinstance(self.initial, InitialDistribution):
             raise ConfigError(f"initial must be an InitialDistribution; got {type(self.initial).__name__}")
         if not isinstance(self.policy, DataPolicy):
             raise ConfigError(f"policy must be a DataPolicy; got {type(self.policy).__name__}")
         object.__setattr__(self, "bandwidth", parse_bandwidth(self.bandwidth))
-        require_int("heldout", self.heldout, 1)
+        require_int("heldout", self.heldout, 1, 1_000_000, "every chain scores every held-out point each generation")
         seed = require_int("heldout_seed", self.heldout_seed, 0)
         if seed >= 2**32:
             raise ConfigError(f"heldout_seed must be an integer in [0, 2**32); got {seed}")
@@ -230,18 +233,18 @@ def kde_study(
     N(mean, sigma^2 I_dim) or ``initial`` (whose dimension must then equal ``dim``).
     """
     samples = require_int("samples", samples, 1)
-    dim = require_int("dim", dim, 1)
+    dim = require_int("dim", dim, 1, 1024, "every chain fits and scores dim x dim covariances")
     bandwidth = parse_bandwidth(bandwidth)
     if not isinstance(schedule, Schedule):
         schedule = parse_schedule(schedule, samples)
     if not isinstance(regime, DataPolicy):
         regime = parse_policy(regime)
     if initial is None:
-        mean_array = require_finite("mean", mean)
+        mean_array = require_location("mean", mean)
         if mean_array.ndim > 1 or mean_array.size not in (1, dim):
             raise ConfigError(f"mean must be a number or a vector of length dim = {dim}; got shape {mean_array.shape}")
         mean_vector = np.broadcast_to(mean_array.reshape(-1), (dim,)).astype(np.float64)
-        sigma = require_positive("sigma", sigma)
+        sigma = require_scale("sigma", sigma)
         initial = normal_initial(mean_vector, require_covariance("p0 covariance", sigma**2 * np.eye(dim), dim))
     elif not isinstance(initial, InitialDistribution):
         raise ConfigError(f"initial must be an InitialDistribution; got {type(initial).__name__}")

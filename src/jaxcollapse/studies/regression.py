@@ -46,7 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._random import key_from_words, normals_from_words
-from .._validation import ConfigError, nested_tuple, require_choice, require_int, require_positive
+from .._validation import (
+    ConfigError, nested_tuple, require_choice, require_generations, require_int, require_positive, require_scale,
+)
 from ..check import Curve
 from ..engine import ChainProgram
 from ..families.regression import (
@@ -113,8 +115,8 @@ class RegressionStudy(ChainStudy):
 
     def __post_init__(self):
         # plain Python numbers, so that to_json never meets a numpy scalar
-        object.__setattr__(self, "generations", require_int("generations", self.generations, 0))
-        dim = require_int("dim d", self.dim, 1)
+        object.__setattr__(self, "generations", require_generations(self.generations))
+        dim = require_int("dim d", self.dim, 1, 4096, "every chain solves a d x d least-squares system")
         samples = require_int("samples T", self.samples, 1)
         object.__setattr__(self, "dim", dim)
         object.__setattr__(self, "samples", samples)
@@ -123,7 +125,7 @@ class RegressionStudy(ChainStudy):
                 f"samples T must be >= dim d = {dim} (with fewer rows than features the least-squares fit "
                 f"is not unique); got T = {samples}"
             )
-        object.__setattr__(self, "noise", require_positive("noise sigma", self.noise))
+        object.__setattr__(self, "noise", require_scale("noise sigma", self.noise))
         if isinstance(self.policy, str) and self.policy.partition(":")[0] in REGRESSION_REGIMES:
             object.__setattr__(self, "policy", parse_policy(self.policy))
         if not isinstance(self.policy, DataPolicy) or self.policy.kind not in REGRESSION_REGIMES:
