@@ -119,7 +119,7 @@ def _split_draws(monkeypatch, p, samples, chains, seed):
     return counts
 
 
-@pytest.mark.parametrize("slack", [None, 0.25])
+@pytest.mark.parametrize("slack", [None, pytest.param(0.25, marks=pytest.mark.slow)])
 def test_poisson_split_multinomial_is_exact(monkeypatch, slack):
     """M draws over K = M states by the Poisson split: every count of the state with
     lambda p ~ 29 (finished in blocks past the first trip) against the binomial pmf, the

@@ -238,7 +238,9 @@ EXECUTOR_STUDIES = {
 }
 
 
-@pytest.mark.parametrize("name", EXECUTOR_STUDIES)
+# the Gaussian sufficient path fast; the data path and the discrete counts path with -m slow (17 s cold)
+@pytest.mark.parametrize("name", [name if name == "gaussian-sufficient" else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in EXECUTOR_STUDIES])
 def test_the_host_and_scan_executors_give_identical_trajectories(name):
     """One driver, two places for the generation loop: the same keys and records give the
     same parameters and metrics, bit for bit, whatever the segments and chunks."""

@@ -147,6 +147,7 @@ print(heap.run_cpu_programs_inline(), jax.config.read("jax_cpu_enable_async_disp
 
 
 @needs_glibc
+@pytest.mark.slow  # 9 s cold; the allocator settings themselves are checked fast in this file
 def test_programs_run_inline_take_their_temporaries_from_the_kept_heap():
     """run_cpu_programs_inline: a program's 200 MB of temporaries are mmapped and faulted in
     afresh at every call by JAX's worker thread (51,200 pages), not when it runs on the

@@ -221,8 +221,9 @@ def test_a_training_step_in_chunks_equals_one_pass(monkeypatch, chunk_rows):
     np.testing.assert_allclose(loss, whole_loss, rtol=1e-5)
     for a, b, p in zip(jax.tree.leaves(new), jax.tree.leaves(whole), jax.tree.leaves(params)):
         np.testing.assert_allclose(a - p, b - p, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b - p))) + 1e-9)
-    dropped, _ = one_step(chunk_rows, dropout=True)
-    assert np.isfinite(dropped) and dropped != loss
+    if chunk_rows == 18:  # dropout in chunks: with the slow case (a third compilation)
+        dropped, _ = one_step(chunk_rows, dropout=True)
+        assert np.isfinite(dropped) and dropped != loss
     monkeypatch.undo()
     if jax.default_backend() == "cpu":
         from jaxcollapse.lm.finetune import train_chunk_rows

@@ -111,6 +111,7 @@ def _first_host_step(config, train_config, rows):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="chunks and the gradient's loop are CPU-only")
+@pytest.mark.slow  # 9 s cold; the chunked step's result is checked fast in test_a_step_in_chunks_and_lanes_equals_one_pass
 def test_a_chunked_step_sums_its_gradient_once():
     # the chunks' gradients are summed into a buffer of their own (a loop XLA:CPU keeps:
     # test_fusion), not recomputed in each of Adam's updates; an unchunked step needs none
@@ -123,6 +124,7 @@ def test_a_chunked_step_sums_its_gradient_once():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the compiler options are CPU-only")
+@pytest.mark.slow  # 13 s cold: a compiler-flag check; the step's speed is benchmarks/vae.py's
 def test_the_cpu_conv_step_compiles_convolutions_outside_ynnpack():
     import re
 
@@ -158,6 +160,7 @@ def test_training_lowers_the_loss_and_the_heldout_elbo(digits):
         0.8 * float(negative_elbo(jax.random.key(2), TINY, untrained, heldout))
 
 
+@pytest.mark.slow  # 9 s cold; vmapped runs are checked fast against runs in turn in test_the_host_loop_and_runs_in_turn_equal_the_vmapped_scan
 def test_vmapped_runs_equal_separate_runs_with_the_same_keys(digits):
     config = TrainConfig(epochs=1, batch_size=64)
     keys = jax.random.split(jax.random.key(3), 3)

@@ -180,15 +180,15 @@ def _start_run(study, settings: RunSettings, folder, force: bool) -> tuple[Path,
     return folder, paths
 
 
-def _simulate(study, settings: RunSettings, folder: Path | None = None, **options) -> SimulationResult:
+def _simulate(study, settings: RunSettings, folder: Path | None = None, program=None, **options) -> SimulationResult:
     """The run's simulation; with a ``folder``, checkpointed to its checkpoint.npz (and
     resumed from it)."""
     checkpoint = {} if folder is None else dict(
         checkpoint=folder / CHECKPOINT, checkpoint_every=settings.checkpoint_every,
         identity={"command": study.command, "study": study.to_json()})
     return simulate(
-        study.program(), num_chains=settings.chains, num_generations=study.generations, seed=settings.seed,
-        record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices, executor=settings.executor,
+        study.program() if program is None else program, num_chains=settings.chains,
+        num_generations=study.generations, seed=settings.seed, record="summary", chunk_size=settings.chunk_size, num_devices=settings.devices, executor=settings.executor,
         progress=settings.progress if is_main_process() else False,
         **checkpoint, **options,
     )
@@ -211,10 +211,12 @@ def run_study(study, settings: RunSettings, folder, *, force: bool = False,
 
 def _run_study(study, settings: RunSettings, folder, force: bool, figures: bool):
     # a run that cannot fit is refused before its folder is touched
-    check_run_fits(study.program(), settings.chains, quantile_metrics=study.quantile_metrics() if settings.quantiles
-                   else (), final_metrics=study.final_metrics())
+    program = study.program()
+    check_run_fits(program, settings.chains, quantile_metrics=study.quantile_metrics() if settings.quantiles else (),
+                   final_metrics=study.final_metrics())
     folder, paths = _start_run(study, settings, folder, force)
-    result = _simulate(study, settings, folder, metrics=study.summary_metrics(), final_metrics=study.final_metrics(),
+    result = _simulate(study, settings, folder, program, metrics=study.summary_metrics(),
+                       final_metrics=study.final_metrics(),
                        quantile_metrics=study.quantile_metrics() if settings.quantiles else ())
     rows = study.check_rows(result)
     if not is_main_process():
