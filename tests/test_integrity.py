@@ -455,3 +455,15 @@ def test_damaged_or_pickled_opt_weights_are_named(tmp_path, capsys, content, mat
 def test_values_beyond_the_arithmetics_range_are_refused(tmp_path, capsys, argv, said):
     assert main(argv + ["--chains", "16", "--generations", "2", "--out", str(tmp_path / "run")]) == 2
     assert said in capsys.readouterr().err
+
+
+def test_distributed_outside_a_cluster_is_named(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "jaxcollapse.cli", "gaussian", "--distributed", "--chains", "16",
+                           "--generations", "2", "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "SLURM_JOB_ID": "", "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 2, done.stderr
+    assert "could not join a multi-process run" in done.stderr and "--coordinator HOST:PORT" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import jax
 
+from ._validation import ConfigError
+
 __all__ = ["initialize", "is_main_process"]
 
 _joined = False
@@ -55,8 +57,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     if _joined:
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id, **options)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id, **options)
+    except (ValueError, RuntimeError) as error:  # JAX's word when no cluster can be detected or reached
+        raise ConfigError(f"could not join a multi-process run ({error}); outside a cluster that JAX detects "
+                          f"(SLURM, TPU pods, Open MPI), give --coordinator HOST:PORT, --num-processes and "
+                          f"--process-id") from None
     _joined = True
 
 
