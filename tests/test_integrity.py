@@ -467,3 +467,74 @@ def test_distributed_outside_a_cluster_is_named(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "could not join a multi-process run" in done.stderr and "--coordinator HOST:PORT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------- kill -9 at any moment
+
+def _killed_then_resumed(tmp_path, argv, kill_after, compare):
+    """``argv`` run in a process that SIGKILLs itself after its ``kill_after``-th saved
+    state, then resumed (``jaxcollapse resume``); its files equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    env = dict(os.environ, **{_checkpoint.KILL_AFTER_ENV: str(kill_after)})
+    process = subprocess.run([sys.executable, "-m", "jaxcollapse.cli", *argv, "--out", str(killed)], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    assert main(["resume", str(killed), "--no-figures"]) == 0
+    assert main(argv + ["--out", str(whole)]) == 0
+    for name in compare:
+        assert _without_timings(killed / name) == _without_timings(whole / name), name
+
+
+def _without_timings(path):
+    import csv
+
+    with open(path) as handle:
+        return [{k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(handle)]
+
+
+VAE_ARGV = ["vae", "--dataset", "digits", "--generations", "2", "--runs", "2", "--epochs", "1", "--batch-size", "128",
+            "--heldout", "200", "--regime", "accumulate", "--no-figures", "--no-progress"]
+LM_ARGV = ["lm", "--generations", "2", "--epochs", "1", "--train-blocks", "16", "--eval-blocks", "8", "--block-size", "16",
+           "--new-tokens", "16", "--vocab", "24", "--beams", "2", "--batch-size", "8", "--generation-batch", "8",
+           "--regime", "mix:0.5,0.25,0.25", "--no-figures", "--no-progress"]
+
+
+def test_a_killed_vae_run_resumes_bit_for_bit(tmp_path):
+    _killed_then_resumed(tmp_path, VAE_ARGV, 3, ["summary.csv"])  # after generation 1's samples
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [1, 2, 4, 5, 6])  # every stage of both generations
+def test_a_vae_run_killed_anywhere_resumes_bit_for_bit(tmp_path, kill_after):
+    _killed_then_resumed(tmp_path, VAE_ARGV, kill_after, ["summary.csv"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [1, 3, 5])  # fine-tuned, sampled, scored (one run: stages in turn)
+def test_a_language_model_run_killed_anywhere_resumes_bit_for_bit(tmp_path, kill_after):
+    _killed_then_resumed(tmp_path, LM_ARGV, kill_after, ["summary.csv", "check.csv"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_killed_sweep_of_chain_runs_resumes_bit_for_bit(tmp_path, kill_after):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config = tmp_path / "sweep.toml"
+    config.write_text('command = "gaussian"\n[base]\nchains = 32\ngenerations = 20\nsamples = 10\n'
+                      'checkpoint-every = 5\nno-figures = true\n[grid]\nseed = [1, 2]\n')
+    env = dict(os.environ, **{_checkpoint.KILL_AFTER_ENV: str(kill_after)})
+    process = subprocess.run([sys.executable, "-m", "jaxcollapse.cli", "sweep", str(config), "--out",
+                              str(tmp_path / "killed")], env=env, capture_output=True, text=True, timeout=600)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    assert main(["resume", str(tmp_path / "killed")]) == 0
+    assert main(["sweep", str(config), "--out", str(tmp_path / "whole")]) == 0
+    assert (tmp_path / "killed" / "summary.csv").read_bytes() == (tmp_path / "whole" / "summary.csv").read_bytes()

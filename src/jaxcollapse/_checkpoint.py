@@ -63,7 +63,6 @@ _writes = 0  # checkpoints written by this process (for KILL_AFTER_ENV)
 
 def save(path: Path, identity: dict, state: EngineState) -> None:
     """Write ``state`` to ``path`` atomically."""
-    global _writes
     arrays: dict[str, np.ndarray] = {}
 
     def put(prefix: str, tree) -> int:
@@ -90,6 +89,13 @@ def save(path: Path, identity: dict, state: EngineState) -> None:
             arrays[f"final/{index}/{name}"] = np.asarray(value)
     arrays["meta"] = np.array(json.dumps(meta))
     save_npz(path, arrays)  # with its content digest, checked on load
+    after_write()
+
+
+def after_write() -> None:
+    """Count a saved state (an engine checkpoint, a host executor's stage artefact); under
+    :data:`KILL_AFTER_ENV` = N the N-th one is followed by SIGKILL (tests of kill -9)."""
+    global _writes
     _writes += 1
     limit = os.environ.get(KILL_AFTER_ENV)
     if limit and _writes >= int(limit):

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checkpoint import after_write
 from ._files import atomic_bytes, atomic_text
 from ._integrity import DamagedFile, arrays_digest, load_npz, save_npz
 from ._random import key_from_words, step_words
@@ -316,6 +317,7 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
         if path is not None:
             save(path, value)
             store.finished(generation, name, group)
+            after_write()  # (a test may kill the process here: KILL_AFTER_ENV)
         say(f"{label} done in {time.perf_counter() - started:.1f} s")
         if program.on_stage is not None:
             program.on_stage(generation, name, *group)
