@@ -110,6 +110,37 @@ def test_a_registered_study_reaches_the_cli(monkeypatch):
     assert studies.command("mine") is mine and "mine" in build_parser().parse_args(["mine"]).command
 
 
+def test_an_installed_packages_study_reaches_the_cli_and_a_broken_one_is_skipped(monkeypatch):
+    """Entry points in the group jaxcollapse.studies publish a package's study commands in
+    every process; one that fails to load is skipped with a warning naming it, and none
+    replaces a command of jaxcollapse's own."""
+    import importlib.metadata
+    import sys
+    import types
+
+    from jaxcollapse.studies import base
+
+    gaussian = studies.command("gaussian")
+    plugin = types.ModuleType("my_plugin")
+    plugin.COMMAND = base.StudyCommand("plugged", "a plugin's study", gaussian.options, gaussian.build,
+                                       gaussian.from_json)
+    plugin.IMPOSTOR = base.StudyCommand("gaussian", "not the real one", gaussian.options, gaussian.build,
+                                        gaussian.from_json)
+    monkeypatch.setitem(sys.modules, "my_plugin", plugin)
+    entries = [importlib.metadata.EntryPoint(name, value, studies.ENTRY_POINTS) for name, value in (
+        ("plugged", "my_plugin:COMMAND"), ("broken", "no_such_module_anywhere:COMMAND"),
+        ("impostor", "my_plugin:IMPOSTOR"))]
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [entry for entry in entries if entry.group == group])
+    with pytest.warns(UserWarning, match="'broken' .* could not be loaded"):
+        known = studies.commands()
+        parsed = build_parser().parse_args(["plugged"])  # the CLI lists the commands again
+    assert known["plugged"] is plugin.COMMAND and known["gaussian"] is gaussian
+    assert parsed.command == "plugged"
+    with pytest.raises(ConfigError, match="register takes a StudyCommand"):
+        studies.register("not a command")
+
+
 def test_every_cell_is_checked_before_any_runs_and_x64_stays_in_its_cell(tmp_path):
     config = tmp_path / "sweep.toml"
     config.write_text('command = "gaussian"\n[base]\nchains = 16\ngenerations = 2\nsamples = 10\n'
