@@ -504,6 +504,8 @@ LM_ARGV = ["lm", "--generations", "2", "--epochs", "1", "--train-blocks", "16", 
            "--regime", "mix:0.5,0.25,0.25", "--no-figures", "--no-progress"]
 
 
+@pytest.mark.slow  # 25 s cold; kill -9 is tested by default on the discrete command and a sweep (test_resume.py,
+# test_sweep.py), and the host executor's resume after every stage in-process (test_host_executor.py)
 def test_a_killed_vae_run_resumes_bit_for_bit(tmp_path):
     _killed_then_resumed(tmp_path, VAE_ARGV, 3, ["summary.csv"])  # after generation 1's samples
 
