@@ -540,3 +540,19 @@ def test_a_killed_sweep_of_chain_runs_resumes_bit_for_bit(tmp_path, kill_after):
     assert main(["resume", str(tmp_path / "killed")]) == 0
     assert main(["sweep", str(config), "--out", str(tmp_path / "whole")]) == 0
     assert (tmp_path / "killed" / "summary.csv").read_bytes() == (tmp_path / "whole" / "summary.csv").read_bytes()
+
+
+@pytest.mark.slow  # a VAE run (10 s cold); the host artefacts' verification has its fast test above
+def test_a_refused_vae_resume_leaves_the_finished_summary_as_it_was(tmp_path, capsys):
+    out = tmp_path / "vae"
+    argv = VAE_ARGV[:-2] + ["--out", str(out), "--no-figures", "--no-progress"]
+    assert main(argv) == 0
+    summary = (out / "summary.csv").read_bytes()
+    params = out / "checkpoints" / "generation_1" / "params_0-2.safetensors"
+    data = bytearray(params.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one weight bit
+    params.write_bytes(bytes(data))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "params_0-2.safetensors" in err and "recompute from generation 0" in err
+    assert (out / "summary.csv").read_bytes() == summary
