@@ -140,7 +140,7 @@ def test_a_vae_that_cannot_fit_in_memory_is_refused_before_work(tmp_path, capsys
     ("gaussian_study", dict(schedule=5), "schedule must be a Schedule, its spelling"),
     ("gaussian_study", dict(sigma="abc"), "sigma must be a number"),
     ("gaussian_study", dict(sigma=[1, 2]), "sigma must be one number"),
-    ("gaussian_study", dict(dim=2, mean=[0, 0, 0]), "mean must be a number or a vector of dim = 2 numbers"),
+    ("gaussian_study", dict(dim=2, mean=[0, 0, 0]), "mean must be a number or a vector of length dim = 2"),
     ("gaussian_study", dict(sigma=1e300), r"sigma must lie in \[1e-15, 1e\+15\]"),
     ("gaussian_study", dict(sigma=1e30), r"sigma must lie in \[1e-15, 1e\+15\]"),
     ("gaussian_study", dict(mean=1e39), r"mean must lie in \[-1e\+15, 1e\+15\]"),

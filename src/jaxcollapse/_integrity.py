@@ -4,7 +4,7 @@ Every file a run writes to go on from later (the engine's ``checkpoint.npz``, th
 executor's parameters, samples and metrics, ``config.json``) carries a SHA-256 digest of
 its own content, written with it in the same atomic write: an ``.npz`` holds it as the
 array ``__sha256__``, a safetensors file in its metadata, ``config.json`` as the key
-``sha256``. On resume each file is read, its digest recomputed and compared, its arrays'
+``sha256`` (:func:`jaxcollapse._files.write_config`). On resume each file is read, its digest recomputed and compared, its arrays'
 shapes and dtypes checked against what the run expects; a truncated, bit-flipped, edited
 or foreign file is refused with its name and what is wrong, never silently used. (A
 digest inside the file, rather than a separate manifest, keeps every write a single
@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_bytes, json_digest, read_config, write_config  # noqa: F401 - one home for digests
+from ._files import atomic_bytes
 from ._validation import ConfigError
 
-__all__ = ["arrays_digest", "save_npz", "load_npz", "json_digest", "read_config", "write_config", "DIGEST_KEY",
-           "DamagedFile"]
+__all__ = ["arrays_digest", "save_npz", "load_npz", "read_safetensors", "DIGEST_KEY", "DamagedFile"]
 
 DIGEST_KEY = "__sha256__"
 
@@ -78,3 +77,30 @@ def load_npz(path: Path, what: str = "saved file") -> dict:
     if str(stored) != arrays_digest(arrays):
         raise DamagedFile(f"{what} {path} does not match the digest written with it: it is damaged or was edited")
     return arrays
+
+
+# a safetensors header larger than this is not a real one (the format itself allows 100 MB)
+MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+def read_safetensors(path: Path, what: str = "saved parameters") -> tuple[dict, dict]:
+    """The tensors and metadata of a safetensors file (the host executor's parameters, an
+    OPT checkpoint's weights), or :class:`DamagedFile` naming it: a truncated or foreign
+    file, an absurd header, a folder or FIFO in its place."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise ValueError("not a regular file")
+        with open(path, "rb") as handle:
+            header = handle.read(8)
+        if len(header) < 8 or int.from_bytes(header, "little") > MAX_SAFETENSORS_HEADER:
+            raise ValueError("no safetensors header")
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise DamagedFile(f"{what} {path} cannot be read as safetensors ({type(error).__name__}: {error}); it is "
+                          f"damaged or not a safetensors file") from None
+    return tensors, metadata

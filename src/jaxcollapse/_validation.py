@@ -52,10 +52,7 @@ def require_number(name: str, value) -> float:
 
 
 def require_positive(name: str, value) -> float:
-    array = require_finite(name, value)
-    if array.ndim:
-        raise ConfigError(f"{name} must be one number; got {value!r}")
-    number = float(array)
+    number = require_number(name, value)
     if number <= 0:
         raise ConfigError(f"{name} must be > 0; got {value!r}")
     return number

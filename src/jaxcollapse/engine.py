@@ -282,18 +282,10 @@ def simulate(
                                  final_metrics=final_metrics, progress=progress, checkpoint=checkpoint,
                                  identity=identity, executor=executor)
     executor = "scan" if executor is None else executor
-    num_chains = require_int("chains", num_chains, 1, MAX_CHAINS, "chain ids are 32-bit words of the random stream")
-    num_generations = program.resolve_generations(num_generations)
-    seed = require_int("seed", seed, 0)
-    if seed >= 2**32:
-        raise ConfigError(f"seed must be an integer in [0, 2**32); got {seed}")
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if record not in RECORDS:
-        raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
-    unknown_final = [name for name in final_metrics if name not in program.metric_names]
-    if unknown_final:
-        raise ConfigError(f"final metrics must be among {', '.join(program.metric_names)}; got {unknown_final!r}")
+    num_chains, num_generations, seed = _check_run_arguments(program, num_chains, num_generations, seed, record,
+                                                             metrics, quantile_metrics, final_metrics)
     all_metrics = program.metrics
     returned = jax.eval_shape(all_metrics, program.initial_params)  # a traced shape check, no computation
     missing = [name for name in program.metric_names if name not in returned]
@@ -301,19 +293,11 @@ def simulate(
         raise ConfigError(f"the program's metric_names name {missing}, which its metrics function does not return "
                           f"(it returns {sorted(returned)})")
     if metrics is not None:
-        unknown = [name for name in metrics if name not in program.metric_names]
-        if unknown or not metrics:
-            raise ConfigError(f"metrics must be a non-empty selection of {', '.join(program.metric_names)}; got {metrics!r}")
         chosen = tuple(metrics)
         program = program._replace(
             metrics=lambda params, full=program.metrics: {k: v for k, v in full(params).items() if k in chosen},
             metric_names=chosen,
         )
-    for name in quantile_metrics:
-        if name not in program.metric_names:
-            raise ConfigError(f"quantile metric {name!r} is not one of {', '.join(program.metric_names)}")
-        if name == "cov_logdet":
-            raise ConfigError("quantile sketches need a non-negative metric; cov_logdet can be negative")
     _check_memory(program, returned, num_chains, num_generations, record, quantile_metrics, final_metrics)
     available = len(jax.devices())
     num_devices = available if num_devices is None else require_int("devices", num_devices, 1)
@@ -537,13 +521,11 @@ def simulate(
     return result
 
 
-def _simulate_on_host(program: HostProgram, *, num_chains, num_generations, seed, record, metrics, quantile_metrics,
-                      final_metrics, progress, checkpoint, identity, executor) -> SimulationResult:
-    """:func:`simulate` for a host program: checks on the host, then the host executor."""
-    if executor not in (None, "host"):
-        raise ConfigError(f"a HostProgram (family {program.family.name!r}) runs on executor='host' only; "
-                          f"got executor={executor!r}")
-    num_chains = require_int("chains", num_chains, 1)
+def _check_run_arguments(program, num_chains, num_generations, seed, record, metrics, quantile_metrics,
+                         final_metrics) -> tuple[int, int, int]:
+    """Both executors' checks of :func:`simulate`'s arguments, on the host before any
+    tracing: (chains, G, seed) as integers; unknown records or metric names are refused."""
+    num_chains = require_int("chains", num_chains, 1, MAX_CHAINS, "chain ids are 32-bit words of the random stream")
     num_generations = program.resolve_generations(num_generations)
     seed = require_int("seed", seed, 0)
     if seed >= 2**32:
@@ -551,13 +533,29 @@ def _simulate_on_host(program: HostProgram, *, num_chains, num_generations, seed
     if record not in RECORDS:
         raise ConfigError(f"unknown record {record!r}; choose one of {', '.join(RECORDS)}")
     names = program.metric_names
-    for label, chosen in (("metrics", metrics or ()), ("quantile metrics", quantile_metrics),
-                          ("final metrics", final_metrics)):
-        unknown = [name for name in chosen if name not in names]
-        if unknown:
-            raise ConfigError(f"{label} must be among {', '.join(names)}; got {unknown!r}")
-    if metrics is not None and not metrics:
+    unknown_final = [name for name in final_metrics if name not in names]
+    if unknown_final:
+        raise ConfigError(f"final metrics must be among {', '.join(names)}; got {unknown_final!r}")
+    if metrics is not None and (not metrics or any(name not in names for name in metrics)):
         raise ConfigError(f"metrics must be a non-empty selection of {', '.join(names)}; got {metrics!r}")
+    recorded = names if metrics is None else tuple(metrics)
+    for name in quantile_metrics:
+        if name not in recorded:
+            raise ConfigError(f"quantile metric {name!r} is not one of {', '.join(recorded)}")
+        if name == "cov_logdet":
+            raise ConfigError("quantile sketches need a non-negative metric; cov_logdet can be negative")
+    return num_chains, num_generations, seed
+
+
+def _simulate_on_host(program: HostProgram, *, num_chains, num_generations, seed, record, metrics, quantile_metrics,
+                      final_metrics, progress, checkpoint, identity, executor) -> SimulationResult:
+    """:func:`simulate` for a host program: checks on the host, then the host executor."""
+    if executor not in (None, "host"):
+        raise ConfigError(f"a HostProgram (family {program.family.name!r}) runs on executor='host' only; "
+                          f"got executor={executor!r}")
+    num_chains, num_generations, seed = _check_run_arguments(program, num_chains, num_generations, seed, record,
+                                                             metrics, quantile_metrics, final_metrics)
+    names = program.metric_names
     identity = {"program": identity, "chains": num_chains, "generations": num_generations, "seed": seed,
                 "x64": bool(jax.config.jax_enable_x64), "executor": "host"}
     started = time.perf_counter()

@@ -58,7 +58,7 @@ import numpy as np
 
 from ._checkpoint import after_write
 from ._files import atomic_bytes, atomic_text
-from ._integrity import DamagedFile, arrays_digest, load_npz, save_npz
+from ._integrity import DamagedFile, arrays_digest, load_npz, read_safetensors, save_npz
 from ._random import key_from_words, step_words
 from ._validation import ConfigError, require_int
 from .families.base import Family
@@ -138,31 +138,6 @@ def save_params(path: Path, params) -> None:
     atomic_bytes(path, save(flat, metadata={"sha256": arrays_digest(flat)}))
 
 
-# a safetensors header larger than this is not one this library wrote (the format allows 100 MB)
-MAX_SAFETENSORS_HEADER = 100 << 20
-
-
-def read_safetensors(path: Path, what: str = "saved parameters") -> tuple[dict, dict]:
-    """The tensors and metadata of a safetensors file, or :class:`DamagedFile` naming it (a
-    truncated or foreign file, an absurd header, a folder or FIFO in its place)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise DamagedFile(f"{what} {path} is not a regular file")
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(8)
-        if len(header) < 8 or int.from_bytes(header, "little") > MAX_SAFETENSORS_HEADER:
-            raise ValueError("no safetensors header")
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for damaged files
-        raise DamagedFile(f"{what} {path} cannot be read ({type(error).__name__}: {error}); it is damaged") from None
-    return tensors, metadata
-
-
 def load_params(path: Path, template):
     """The pytree :func:`save_params` wrote, shaped like ``template`` (arrays or
     ``ShapeDtypeStruct``s), after checking its digest; a damaged file, or one whose names,
@@ -236,12 +211,14 @@ def _concat(parts):
     return jax.tree.map(lambda *xs: jnp.concatenate([jnp.asarray(x) for x in xs]), *parts)
 
 
-def _check_samples(family: Family, samples, runs: int, rows: int) -> None:
-    expected = (runs, rows, *family.row.shape)
-    dtype = jax.dtypes.canonicalize_dtype(family.row.dtype)
-    if tuple(np.shape(samples)) != expected or np.asarray(samples).dtype != dtype:
-        raise ConfigError(f"family {family.name!r}: sample_runs must return {expected} {dtype} (runs, n, *row); "
-                          f"got {np.shape(samples)} {np.asarray(samples).dtype}")
+def _samples(samples, runs: int, rows: int, row: jax.ShapeDtypeStruct, refusal) -> jax.Array:
+    """``samples`` as an array of ``runs`` x ``rows`` rows of ``row``: what a stage drew or
+    a file holds; anything else raises ``refusal(expected, got)`` (the stage's words)."""
+    expected = (runs, rows, *row.shape)
+    got = "nothing" if samples is None else f"{np.shape(samples)} {np.asarray(samples).dtype}"
+    if samples is None or tuple(np.shape(samples)) != expected or np.asarray(samples).dtype != row.dtype:
+        raise refusal(f"{expected} {row.dtype}", got)
+    return jnp.asarray(samples)
 
 
 def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkpoint, identity, progress) -> tuple:
@@ -249,10 +226,10 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
     their parameters (a pytree of (G + 1, runs, ...)) when the program has initial ones."""
     family, policy = program.family, program.policy
     G = program.num_generations
-    sizes = np.asarray(program.sizes)
-    rows = int(np.max(sizes)) if len(sizes) else 1
-    sizes_device = jnp.asarray(sizes if len(sizes) else np.array([rows]), jnp.int32)
-    policy_program = data_program(policy, sizes if len(sizes) else np.array([rows]))
+    sizes = np.asarray(program.sizes)  # never empty: host_program gives G = 0 a placeholder size
+    rows = int(np.max(sizes))
+    sizes_device = jnp.asarray(sizes, jnp.int32)
+    policy_program = data_program(policy, sizes)
     sample_initial = program.sample_initial
     store = _Store(None if checkpoint is None else Path(checkpoint), identity)
     per_call = program.chains_per_call or num_chains
@@ -327,11 +304,12 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
     row = jax.ShapeDtypeStruct(family.row.shape, jax.dtypes.canonicalize_dtype(family.row.dtype))
 
     def load_samples(path, group):
-        samples = load_npz(path, "saved samples").get("samples")
-        expected = (group[1] - group[0], rows, *row.shape)
-        if samples is None or samples.shape != expected or samples.dtype != row.dtype:
-            raise DamagedFile(f"saved samples {path} are not {row.dtype}{list(expected)}")
-        return jnp.asarray(samples)
+        return _samples(load_npz(path, "saved samples").get("samples"), group[1] - group[0], rows, row,
+                        lambda expected, got: DamagedFile(f"saved samples {path} hold {got}, not {expected}"))
+
+    def sampled(samples, runs):
+        return _samples(samples, runs, rows, row, lambda expected, got: ConfigError(
+            f"family {family.name!r}: sample_runs must return {expected} (runs, n, *row); got {got}"))
 
     def save_samples(path, samples):
         save_npz(path, {"samples": samples})
@@ -374,8 +352,8 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
         sample_keys, policy_keys, fit_keys_next = keys_of(jnp.int32(n + 1))
         samples = _concat(per_group(lambda group, s: stage(
             n + 1, "sample", group,
-            lambda: _checked(family, sample_runs(sample_keys[s], jax.tree.map(lambda x: x[s], params), rows),
-                             s.stop - s.start, rows),
+            lambda: sampled(sample_runs(sample_keys[s], jax.tree.map(lambda x: x[s], params), rows),
+                            s.stop - s.start),
             load_samples, save_samples)))
         records[n + 1] = _merge_groups(per_group(lambda group, s: stage(
             n + 1, "score", group,
@@ -395,11 +373,6 @@ def run_host_program(program: HostProgram, *, num_chains: int, seed: int, checkp
         first = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (num_chains,) + np.shape(x)), initial)
         stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), first, *kept_params[1:])
     return trajectories, stacked
-
-
-def _checked(family, samples, runs, rows):
-    _check_samples(family, samples, runs, rows)
-    return jnp.asarray(samples)
 
 
 def _merge_groups(parts: list[dict]) -> dict:

@@ -208,6 +208,15 @@ def numpyro_initial(distribution, quantile_draws: int = 1_000_000, seed: int = 0
     return InitialDistribution("numpyro", {}, mean, cov, quantiles, distribution)
 
 
+def require_mean_vector(mean, dim: int) -> np.ndarray:
+    """p_0's mean as a float64 vector of ``dim`` entries: a number (every coordinate) or
+    ``dim`` numbers, each within float32's range (:func:`require_location`)."""
+    location = require_location("mean", mean)
+    if location.ndim > 1 or location.size not in (1, dim):
+        raise ConfigError(f"mean must be a number or a vector of length dim = {dim}; got shape {location.shape}")
+    return np.broadcast_to(location.reshape(-1), (dim,)).astype(np.float64)
+
+
 def require_dim(dim) -> int:
     """The dimension d of a Gaussian p_0, refused before its d x d covariance is built when
     that (with its factor and the chains' copies) cannot fit in memory."""

@@ -64,20 +64,9 @@ def data_path_program(
     if family.fit is None or family.sample is None:
         raise ConfigError(f"family {family.name!r} trains or samples on the host (its fit or sample is not a "
                           f"traceable function): build its chain with host_program and run it with executor='host'")
-    if num_generations is None:
-        num_generations = len(sizes)
-    num_generations = require_int("num_generations", num_generations, 0)
-    if num_generations > len(sizes):
-        raise ConfigError(f"num_generations must be <= {len(sizes)} (the schedule's sample sizes M_0..M_(G-1)); "
-                          f"got {num_generations}")
-    sizes_np = np.asarray(sizes) if len(sizes) else np.array([2], np.int64)
+    num_generations, sizes_np, rows, row = _schedule_and_row(family, sizes, num_generations, sample_initial)
     sizes_device = jnp.asarray(sizes_np, jnp.int32)
     program = data_program(policy, sizes_np)
-    rows = int(np.max(sizes_np))
-    # canonical: a float64 row means float32 unless x64 is on, like every array JAX builds
-    row = jax.ShapeDtypeStruct(family.row.shape, jax.dtypes.canonicalize_dtype(family.row.dtype))
-    _check_rows("sample_initial(key, n)", jax.eval_shape(lambda key: sample_initial(key, rows), jax.random.key(0)),
-                rows, row)
     _check_rows("family.sample(key, params, n)",
                 jax.eval_shape(lambda key: family.sample(key, initial_params, rows), jax.random.key(0)), rows, row)
     refit = family.refit
@@ -130,6 +119,26 @@ def data_path_program(
     )
 
 
+def _schedule_and_row(family: Family, sizes, num_generations, sample_initial):
+    """Both program builders' reading of a schedule: G (``len(sizes)`` by default, at most
+    that), the sizes (a placeholder of one size for G = 0), the rows of D_n's buffers and
+    the family's row in JAX's canonical dtype (a float64 row is float32 unless x64 is
+    on); ``sample_initial`` is checked to draw such rows."""
+    sizes = np.asarray(sizes)
+    if num_generations is None:
+        num_generations = len(sizes)
+    num_generations = require_int("num_generations", num_generations, 0)
+    if num_generations > len(sizes):
+        raise ConfigError(f"num_generations must be <= {len(sizes)} (the schedule's sample sizes M_0..M_(G-1)); "
+                          f"got {num_generations}")
+    sizes = sizes if len(sizes) else np.array([2], np.int64)
+    rows = int(np.max(sizes))
+    row = jax.ShapeDtypeStruct(family.row.shape, jax.dtypes.canonicalize_dtype(family.row.dtype))
+    _check_rows("sample_initial(key, n)", jax.eval_shape(lambda key: sample_initial(key, rows), jax.random.key(0)),
+                rows, row)
+    return num_generations, sizes, rows, row
+
+
 def _check_rows(what: str, produced, rows: int, row: jax.ShapeDtypeStruct) -> None:
     """``produced`` (the abstract value a sampler returns for ``rows`` rows) must hold
     rows of the family's ``row``: the data buffers are built from it."""
@@ -170,13 +179,6 @@ def host_program(
     ``chains_per_call``: runs per call of a stage (default all; 1 trains runs in turn and
     saves each as it ends). ``on_stage(generation, stage, first_run, end_run)`` is called
     after every computed stage (progress, or a test's interruption)."""
-    sizes = np.asarray(sizes)
-    if num_generations is None:
-        num_generations = len(sizes)
-    num_generations = require_int("num_generations", num_generations, 0)
-    if num_generations > len(sizes):
-        raise ConfigError(f"num_generations must be <= {len(sizes)} (the schedule's sample sizes M_0..M_(G-1)); "
-                          f"got {num_generations}")
     if (family.fit is None and family.fit_runs is None) or (family.sample is None and family.sample_runs is None):
         raise ConfigError(f"family {family.name!r} needs fit or fit_runs, and sample or sample_runs")
     if chains_per_call is not None:
@@ -184,12 +186,8 @@ def host_program(
     metric_names = tuple(metric_names)
     if not metric_names:
         raise ConfigError("metric_names must name at least one metric")
-    sizes_np = sizes if len(sizes) else np.array([2], np.int64)
+    num_generations, sizes_np, rows, row = _schedule_and_row(family, sizes, num_generations, sample_initial)
     policy.check_sizes(sizes_np)
-    rows = int(np.max(sizes_np))
-    row = jax.ShapeDtypeStruct(family.row.shape, jax.dtypes.canonicalize_dtype(family.row.dtype))
-    _check_rows("sample_initial(key, n)", jax.eval_shape(lambda key: sample_initial(key, rows), jax.random.key(0)),
-                rows, row)
     if params_shape is None:
         if family.fit is None:
             raise ConfigError(f"family {family.name!r} fits on the host only: give host_program its params_shape "

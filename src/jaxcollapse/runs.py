@@ -37,7 +37,6 @@ from .distributed import is_main_process
 from .engine import SimulationResult, check_run_fits, simulate
 from .studies.base import RunOutcome, RunSettings
 from .tables import csv_text as _csv_text
-from .tables import number as _number
 
 __all__ = [
     "RunSettings", "run_study", "run_gaussian", "run_discrete", "run_command", "summary_rows", "load_config",
@@ -223,7 +222,7 @@ def _run_study(study, settings: RunSettings, folder, force: bool, figures: bool)
         return {}, rows
     paths.update(study.write_outputs(result, folder))
     paths["check"] = folder / "check.csv"
-    atomic_text(paths["check"], _check_csv(rows, per_state=study.per_state_check))
+    atomic_text(paths["check"], check_csv(rows, per_state=study.per_state_check))
     figure_names = study.write_figures(result, settings, folder) if figures else []
     paths.update({name: folder / name for name in figure_names})
     paths["report"] = folder / "report.md"
@@ -264,10 +263,6 @@ def _report(title: str, facts: list[str], result, rows, figure_names) -> str:
     for name in figure_names:
         lines += [f"![{name}]({name})", ""]
     return "\n".join(lines)
-
-
-def _check_csv(rows, per_state: bool) -> str:
-    return check_csv(rows, per_state)
 
 
 def resume(folder, *, figures: bool = True) -> RunOutcome | None:

@@ -181,8 +181,7 @@ def _check_memory(study: VAEStudy, count: int) -> None:
                    "(accumulate keeps every generation's images)")
 
 
-def _metric_names():
-    return ("heldout_nelbo", "latent_sd", "class_entropy", "train_loss", "latents", "grid")
+METRIC_NAMES = ("heldout_nelbo", "latent_sd", "class_entropy", "train_loss", "latents", "grid")
 
 
 def run_vae(study: VAEStudy, folder, *, force: bool = False, figures: bool = True, progress: bool = True,
@@ -258,7 +257,7 @@ def _run_vae(study, folder, *, force, figures, progress, stop_after):
             raise _Stopped
 
     program = host_program(family, study.policy, np.full(study.generations, count), sample_initial,
-                           metrics=metrics, metric_names=_metric_names(), on_stage=on_stage)
+                           metrics=metrics, metric_names=METRIC_NAMES, on_stage=on_stage)
     try:
         result = simulate(program, num_chains=study.runs, seed=study.seed, record="trajectories",
                           checkpoint=checkpoints, identity=study.to_json(), progress=progress)

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from .._integrity import read_safetensors
 from .._validation import ConfigError, require_memory
 from .opt import OPTConfig, OPTForCausalLM
 
@@ -151,25 +151,10 @@ def _weight_files(directory: Path) -> list[Path]:
                             + _DOWNLOAD_HINT.format(dir=directory))
 
 
-MAX_HEADER = 100 << 20  # the safetensors format's own limit on its JSON header
-
-
 def _read_tensors(files: list[Path]) -> dict[str, np.ndarray]:
     tensors = {}
     for path in files:
-        try:
-            if not path.is_file():
-                raise ValueError("not a regular file")
-            with open(path, "rb") as handle:
-                header = handle.read(8)
-            if len(header) < 8 or int.from_bytes(header, "little") > MAX_HEADER:
-                raise ValueError("no safetensors header")
-            with safe_open(path, framework="numpy") as f:
-                for name in f.keys():
-                    tensors[name] = f.get_tensor(name)
-        except Exception as error:  # noqa: BLE001 - safetensors raises its own types for damaged files
-            raise CheckpointError(f"{str(path)!r} cannot be read as safetensors ({type(error).__name__}: "
-                                  f"{error})") from None
+        tensors.update(read_safetensors(path, "checkpoint weights")[0])
     return tensors
 
 

@@ -57,7 +57,7 @@ from .generate import GenerationConfig, generate
 from .opt import OPTConfig, OPTForCausalLM, decoder_fns, functional
 from .synthetic import MAX_VOCAB, SyntheticLanguage, synthetic_corpus
 
-__all__ = ["LMStudy", "run_lm", "opt_family", "check_rows", "export_model", "PRESETS", "QUANTILES", "study_preset"]
+__all__ = ["LMStudy", "run_lm", "run_lm_checked", "opt_family", "check_rows", "export_model", "PRESETS", "QUANTILES", "study_preset"]
 
 MODEL_PRESETS = ("tiny", "small")
 DECODINGS = ("beam", "greedy", "sample")
@@ -468,6 +468,13 @@ def run_lm(study: LMStudy, folder, *, force: bool = False, figures: bool = True,
     ``"fit"``, ``"sample"`` or ``"score"``) returns right after that stage, as an
     interruption would (for tests).
     """
+    return run_lm_checked(study, folder, force=force, figures=figures, progress=progress, stop_after=stop_after)[0]
+
+
+def run_lm_checked(study: LMStudy, folder, *, force: bool = False, figures: bool = True,
+                   progress: bool | None = None, stop_after: tuple[int, int, str] | None = None):
+    """:func:`run_lm`'s summary rows and the theory rows it wrote to check.csv
+    (:func:`check_rows`; none for a text corpus)."""
     with folder_lock(folder):  # one writer per run folder
         return _run_lm(study, folder, force=force, figures=figures, progress=progress, stop_after=stop_after)
 
@@ -502,7 +509,7 @@ def _run_lm(study, folder, *, force, figures, progress, stop_after):
         result = simulate(program, num_chains=study.runs, seed=study.seed, record="trajectories",
                           checkpoint=checkpoints, identity=study.to_json(), progress=progress is not False)
     except _Stopped:
-        return []
+        return [], []
     values = result.trajectories
     rows = [_row(study, setup, values, n, run) for n in range(1, study.generations + 1) for run in range(study.runs)]
     _write_summary(folder, rows)
@@ -513,7 +520,7 @@ def _run_lm(study, folder, *, force, figures, progress, stop_after):
 
         scored = {n - 1: np.concatenate(list(values["synthetic_ppl"][n])) for n in range(1, study.generations + 1)}
         write_lm_figures(folder, rows, scored, study)
-    return rows
+    return rows, check
 
 
 def _row(study: LMStudy, setup: _Setup, values: dict, n: int, run: int) -> dict:

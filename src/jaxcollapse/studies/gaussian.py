@@ -26,15 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import (
-    ConfigError, require_choice, require_covariance, require_finite, require_generations, require_int,
-    require_location, require_positive, require_scale,
+    ConfigError, require_choice, require_covariance, require_generations, require_int, require_scale,
 )
 from ..check import Curve
 from ..engine import ChainProgram
 from ..families.gaussian import (
     ESTIMATORS, GaussianParams, check_sample_sizes, gaussian, gaussian_reference, metric_names, minimum_samples,
 )
-from ..initial import InitialDistribution, normal_initial, parse_initial, require_dim
+from ..initial import InitialDistribution, normal_initial, parse_initial, require_dim, require_mean_vector
 from ..policies import STATS_REGIMES, DataPolicy, parse_policy, stats_program, stats_words
 from ..programs import data_path_program
 from ..schedules import Schedule, parse_schedule
@@ -299,10 +298,7 @@ def gaussian_study(
         regime = parse_policy(regime)
     if initial is None:
         dim = require_dim(dim)
-        location = require_location("mean", mean)
-        if location.ndim > 1 or (location.ndim == 1 and location.shape[0] not in (1, dim)):
-            raise ConfigError(f"mean must be a number or a vector of dim = {dim} numbers; got shape {location.shape}")
-        mean_vector = np.broadcast_to(location, (dim,)).astype(np.float64)
+        mean_vector = require_mean_vector(mean, dim)
         if cov is None:
             sigma = require_scale("sigma", sigma)
             cov_matrix = sigma**2 * np.eye(dim)

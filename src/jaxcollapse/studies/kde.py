@@ -32,15 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import (
-    ConfigError, require_covariance, require_finite, require_generations, require_int, require_location,
-    require_positive, require_scale,
+    ConfigError, require_covariance, require_generations, require_int, require_scale,
 )
 from ..check import Curve
 from ..engine import ChainProgram
 from ..families.kde import (
     W2_GRID, W2_LEVELS, check_sample_sizes, initial_params, kde, kde_reference, metric_names, parse_bandwidth,
 )
-from ..initial import InitialDistribution, normal_initial, parse_initial
+from ..initial import InitialDistribution, normal_initial, parse_initial, require_mean_vector
 from ..policies import DataPolicy, data_program, parse_policy
 from ..programs import data_path_program
 from ..schedules import Schedule, parse_schedule
@@ -240,10 +239,7 @@ def kde_study(
     if not isinstance(regime, DataPolicy):
         regime = parse_policy(regime)
     if initial is None:
-        mean_array = require_location("mean", mean)
-        if mean_array.ndim > 1 or mean_array.size not in (1, dim):
-            raise ConfigError(f"mean must be a number or a vector of length dim = {dim}; got shape {mean_array.shape}")
-        mean_vector = np.broadcast_to(mean_array.reshape(-1), (dim,)).astype(np.float64)
+        mean_vector = require_mean_vector(mean, dim)
         sigma = require_scale("sigma", sigma)
         initial = normal_initial(mean_vector, require_covariance("p0 covariance", sigma**2 * np.eye(dim), dim))
     elif not isinstance(initial, InitialDistribution):

@@ -62,11 +62,9 @@ def _from_json(blob: dict):
 
 
 def _run(study, settings: HostSettings, folder, *, force: bool = False, figures: bool = True) -> RunOutcome:
-    from ..check import TheoryRow
-    from ..lm.runs import run_lm
+    from ..lm.runs import run_lm_checked
 
-    rows = run_lm(study, folder, force=force, figures=figures, progress=settings.progress)
-    check = _read_check(folder, TheoryRow)
+    rows, check = run_lm_checked(study, folder, force=force, figures=figures, progress=settings.progress)
     report = write_host_report(folder, "jaxcollapse language-model study", study, rows, REPORT_COLUMNS, check)
     last = [row for row in rows if row["generation"] == study.generations - 1]
     first = [row for row in rows if row["generation"] == 0]
@@ -75,19 +73,6 @@ def _run(study, settings: HostSettings, folder, *, force: bool = False, figures:
         f"(generation 0: {np.mean([r['test_perplexity'] for r in first]):.2f})",
         f"wrote summary.csv, report.md, runs/ (models, written blocks, metrics) and figures to {folder}",
     ))
-
-
-def _read_check(folder, TheoryRow) -> list:
-    """check.csv's rows (the synthetic language's exact likelihoods against the run)."""
-    import csv
-
-    def number(text):
-        return float(text) if text else float("nan")
-
-    with open(Path(folder) / "check.csv") as handle:
-        return [TheoryRow(int(row["generation"]), row["quantity"], row["formula"], row["kind"],
-                          number(row["monte_carlo"]), number(row["standard_error"]), number(row["formula_value"]),
-                          number(row["z"])) for row in csv.DictReader(handle)]
 
 
 def _programs_inline():

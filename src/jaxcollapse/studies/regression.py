@@ -47,7 +47,7 @@ import numpy as np
 
 from .._random import key_from_words, normals_from_words
 from .._validation import (
-    ConfigError, nested_tuple, require_choice, require_generations, require_int, require_positive, require_scale,
+    ConfigError, nested_tuple, require_choice, require_generations, require_int, require_scale,
 )
 from ..check import Curve
 from ..engine import ChainProgram
