@@ -252,6 +252,15 @@ def test_a_damaged_engine_checkpoint_or_config_is_refused(tmp_path, monkeypatch)
     _integrity.save_npz(out / "checkpoint.npz", {**arrays, "meta": np.array(json.dumps(dict(meta, segments=-1)))})
     with pytest.raises(ConfigError, match="'segments' is -1"):
         resume(out, figures=False)
+    # a carry replaced by NaNs with a digest recomputed to match (the record of finite arrays as
+    # the run wrote it): refused, because the carry was finite when written
+    forged = {name: np.full_like(value, np.nan) if name.startswith("carry/") and value.dtype.kind == "f" else value
+              for name, value in arrays.items()}
+    assert any(name.startswith("carry/") for name in forged)
+    forged[_integrity.FINITE_KEY] = np.array(json.dumps(_integrity.finite_names(arrays)))
+    np.savez(out / "checkpoint.npz", **forged, **{_integrity.DIGEST_KEY: np.array(_integrity.arrays_digest(forged))})
+    with pytest.raises(ConfigError, match=r"'carry/0' holds NaN or infinite values but was finite when it was written"):
+        resume(out, figures=False)
     assert tried == 14
 
 
@@ -293,6 +302,16 @@ def test_damaged_host_artefacts_are_refused_with_the_generation_to_recompute_fro
     saved = path.read_bytes()
     path.write_bytes(save(tensors, metadata={"sha256": arrays_digest(tensors)}))
     with pytest.raises(ConfigError, match=r"'mean' is float16\[3, 2\], expected float32\[3, 2\]"):
+        run()
+    # the same parameter replaced by NaNs, with a digest to match and the record of finite tensors as written
+    from safetensors import safe_open
+
+    path.write_bytes(saved)
+    with safe_open(str(path), "numpy") as handle:
+        written = handle.metadata()
+    nan = {k: np.full_like(v, np.nan) for k, v in load_file(path).items()}
+    path.write_bytes(save(nan, metadata={"sha256": arrays_digest(nan), "finite": written["finite"]}))
+    with pytest.raises(ConfigError, match="'mean' holds NaN or infinite values but was finite"):
         run()
     path.write_bytes(saved)
     (path.parent / "samples_0-3.npz").unlink()

@@ -6,7 +6,10 @@ its own content, written with it in the same atomic write: an ``.npz`` holds it 
 array ``__sha256__``, a safetensors file in its metadata, ``config.json`` as the key
 ``sha256`` (:func:`jaxcollapse._files.write_config`). On resume each file is read, its digest recomputed and compared, its arrays'
 shapes and dtypes checked against what the run expects; a truncated, bit-flipped, edited
-or foreign file is refused with its name and what is wrong, never silently used. (A
+or foreign file is refused with its name and what is wrong, never silently used. Each
+file also records which of its floating arrays were finite when written; an array that
+holds NaN or infinity on reading but was finite then is refused, so a carry or a weight
+replaced by NaNs cannot slip through even with a digest recomputed to match. (A
 digest inside the file, rather than a separate manifest, keeps every write a single
 atomic rename: a kill at any moment leaves each file whole with its own digest.)
 
@@ -31,9 +34,12 @@ import numpy as np
 from ._files import atomic_bytes
 from ._validation import ConfigError
 
-__all__ = ["arrays_digest", "save_npz", "load_npz", "read_safetensors", "DIGEST_KEY", "DamagedFile"]
+__all__ = ["arrays_digest", "save_npz", "load_npz", "read_safetensors", "finite_names", "check_finite",
+           "DIGEST_KEY", "FINITE_KEY", "DamagedFile"]
 
 DIGEST_KEY = "__sha256__"
+# the names of the file's floating arrays that held no NaN or infinity when it was written
+FINITE_KEY = "__finite__"
 
 
 class DamagedFile(ConfigError):
@@ -50,9 +56,35 @@ def arrays_digest(arrays: dict) -> str:
     return digest.hexdigest()
 
 
+def finite_names(arrays: dict) -> list[str]:
+    """The names of the floating (or complex) arrays among ``arrays`` with only finite values."""
+    return sorted(name for name, value in arrays.items()
+                  if np.asarray(value).dtype.kind in "fc" and bool(np.all(np.isfinite(value))))
+
+
+def check_finite(path: Path, what: str, arrays: dict, recorded: str | None) -> None:
+    """Refuse ``arrays`` if one named in ``recorded`` (the JSON list :func:`finite_names`
+    gave when the file was written) now holds NaN or infinity. Files written before the
+    record existed (``recorded`` None) carry only their digest."""
+    if recorded is None:
+        return
+    try:
+        finite = json.loads(recorded)
+    except ValueError:
+        finite = None
+    if not (isinstance(finite, list) and all(isinstance(name, str) for name in finite)):
+        raise DamagedFile(f"{what} {path} has an unreadable record of its finite arrays: it was edited")
+    for name in finite:
+        if name in arrays and not bool(np.all(np.isfinite(arrays[name]))):
+            raise DamagedFile(f"{what} {path}: {name!r} holds NaN or infinite values but was finite when it was "
+                              f"written: it was edited or is damaged")
+
+
 def save_npz(path: Path, arrays: dict) -> None:
-    """``arrays`` as one ``.npz`` (no pickle) with their digest, written atomically."""
+    """``arrays`` as one ``.npz`` (no pickle) with their digest and a record of which were
+    finite, written atomically."""
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    arrays[FINITE_KEY] = np.array(json.dumps(finite_names(arrays)))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{DIGEST_KEY: np.array(arrays_digest(arrays))})
     atomic_bytes(path, buffer.getvalue())
@@ -76,6 +108,8 @@ def load_npz(path: Path, what: str = "saved file") -> dict:
         raise DamagedFile(f"{what} {path} has no content digest: it was not written by this jaxcollapse, or was edited")
     if str(stored) != arrays_digest(arrays):
         raise DamagedFile(f"{what} {path} does not match the digest written with it: it is damaged or was edited")
+    recorded = arrays.pop(FINITE_KEY, None)
+    check_finite(path, what, arrays, None if recorded is None else str(recorded))
     return arrays
 
 

@@ -58,7 +58,8 @@ import numpy as np
 
 from ._checkpoint import after_write
 from ._files import atomic_bytes, atomic_text
-from ._integrity import DamagedFile, arrays_digest, load_npz, read_safetensors, save_npz
+from ._integrity import (DamagedFile, arrays_digest, check_finite, finite_names, load_npz, read_safetensors,
+                         save_npz)
 from ._random import key_from_words, step_words
 from ._validation import ConfigError, require_int
 from .families.base import Family
@@ -135,7 +136,7 @@ def save_params(path: Path, params) -> None:
     flat = {}
     for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         flat[_leaf_name(key_path) or "leaf"] = np.ascontiguousarray(np.asarray(leaf))
-    atomic_bytes(path, save(flat, metadata={"sha256": arrays_digest(flat)}))
+    atomic_bytes(path, save(flat, metadata={"sha256": arrays_digest(flat), "finite": json.dumps(finite_names(flat))}))
 
 
 def load_params(path: Path, template):
@@ -145,6 +146,7 @@ def load_params(path: Path, template):
     stored, metadata = read_safetensors(path)
     if metadata.get("sha256") != arrays_digest(stored):
         raise DamagedFile(f"saved parameters {path} do not match the digest written with them: damaged or edited")
+    check_finite(path, "saved parameters", stored, metadata.get("finite"))
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for key_path, leaf in paths:
