@@ -575,3 +575,56 @@ def test_a_refused_vae_resume_leaves_the_finished_summary_as_it_was(tmp_path, ca
     err = capsys.readouterr().err
     assert "params_0-2.safetensors" in err and "recompute from generation 0" in err
     assert (out / "summary.csv").read_bytes() == summary
+
+
+# ---------------------------------------------------------------------------- kill -9 during a write
+
+MID_WRITE_ARGV = ["gaussian", "--chains", "32", "--generations", "12", "--samples", "10", "--checkpoint-every", "3",
+                  "--path", "data", "--regime", "accumulate", "--no-figures", "--no-progress", "--check"]
+MID_WRITE_FILES = ("summary.csv", "check.csv")
+
+
+def _killed_mid_write_then_finished(tmp_path, argv, write, whole):
+    """``argv`` killed (SIGKILL) halfway through its ``write``-th file write, then finished:
+    by ``resume`` where config.json was written, else by the same command; the folder ends
+    with no temporary file and the files of the uninterrupted run ``whole``. False when the
+    run makes fewer writes than ``write`` (it finished unkilled)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from jaxcollapse._files import KILL_MID_WRITE_ENV, TEMPORARY_MARK
+
+    killed = tmp_path / f"killed-{write}"
+    process = subprocess.run([sys.executable, "-m", "jaxcollapse.cli", *argv, "--out", str(killed)],
+                             env=dict(os.environ, **{KILL_MID_WRITE_ENV: str(write)}), capture_output=True,
+                             text=True, timeout=600)
+    if process.returncode == 0:
+        return False
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    assert len(list(killed.rglob(f".*{TEMPORARY_MARK}*"))) == 1  # the half-written file, under its temporary name
+    finished = main(["resume", str(killed), "--no-figures"]) if (killed / "config.json").exists() else main(
+        argv + ["--out", str(killed)])
+    assert finished == 0
+    assert not list(killed.rglob(f".*{TEMPORARY_MARK}*"))
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in whole.iterdir())
+    for name in MID_WRITE_FILES:
+        assert (killed / name).read_bytes() == (whole / name).read_bytes(), (write, name)
+    return True
+
+
+def test_a_run_killed_while_writing_its_checkpoint_resumes_bit_for_bit(tmp_path):
+    whole = tmp_path / "whole"
+    assert main(MID_WRITE_ARGV + ["--out", str(whole)]) == 0
+    assert _killed_mid_write_then_finished(tmp_path, MID_WRITE_ARGV, 3, whole)  # config.json, 1st checkpoint, 2nd
+
+
+@pytest.mark.slow  # one subprocess per write of the run (about 12)
+def test_a_run_killed_during_any_of_its_writes_finishes_bit_for_bit(tmp_path):
+    whole = tmp_path / "whole"
+    assert main(MID_WRITE_ARGV + ["--out", str(whole)]) == 0
+    write = 1
+    while _killed_mid_write_then_finished(tmp_path, MID_WRITE_ARGV, write, whole):
+        write += 1
+    assert write == 8  # config.json, 3 checkpoints, check.csv, report.md and summary.csv were each interrupted

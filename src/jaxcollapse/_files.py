@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -21,6 +22,10 @@ __all__ = ["atomic_bytes", "atomic_text", "claim_run_folder", "write_config", "r
 
 
 TEMPORARY_MARK = ".partial-"  # in the names of atomic_bytes' temporary files: .<name>.partial-<random>
+# tests of kill -9 during a write: under this variable = N, the N-th atomic write of the
+# process writes half its bytes to the temporary file and the process SIGKILLs itself
+KILL_MID_WRITE_ENV = "JAXCOLLAPSE_TEST_KILL_MID_WRITE"
+_atomic_writes = 0
 
 
 def atomic_bytes(path: Path, data: bytes) -> None:
@@ -31,8 +36,14 @@ def atomic_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_MARK}")
+    global _atomic_writes
+    _atomic_writes += 1
     try:
         with os.fdopen(handle, "wb") as stream:
+            if os.environ.get(KILL_MID_WRITE_ENV) == str(_atomic_writes):
+                stream.write(data[: len(data) // 2])
+                stream.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())  # whole on disk before it takes the name, even across a crash
