@@ -628,3 +628,98 @@ def test_a_run_killed_during_any_of_its_writes_finishes_bit_for_bit(tmp_path):
     while _killed_mid_write_then_finished(tmp_path, MID_WRITE_ARGV, write, whole):
         write += 1
     assert write == 8  # config.json, 3 checkpoints, check.csv, report.md and summary.csv were each interrupted
+
+
+# ---------------------------------------------------------------------------- kill -9 at a random moment
+
+RANDOM_KILL_ARGV = {
+    "gmm": ["gmm", "--chains", "16", "--generations", "24", "--samples", "64", "--checkpoint-every", "2"],
+    "kde": ["kde", "--chains", "64", "--generations", "30", "--samples", "32", "--heldout", "64",
+            "--checkpoint-every", "3"],
+    "regression": ["regression", "--chains", "256", "--generations", "30", "--samples", "20", "--dim", "4",
+                   "--path", "data", "--regime", "accumulate", "--checkpoint-every", "3"],
+    "discrete": ["discrete", "--chains", "64", "--generations", "40", "--samples", "10", "--states", "5",
+                 "--init", "uniform", "--checkpoint-every", "4"],
+}
+
+
+def _killed_at_random_then_finished(tmp_path, argv, tries, seed, compare):
+    """``argv`` (a command line, or a Python script file to run) killed with SIGKILL ``tries``
+    times at moments drawn uniformly over an uninterrupted run's duration (a fresh folder
+    each), then finished: ``resume`` where config.json was written, else the same command
+    again; each folder's ``compare`` files equal the uninterrupted run's. Returns how many
+    processes were killed before they finished."""
+    import random
+
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from jaxcollapse._files import TEMPORARY_MARK
+
+    def command(out):
+        return [sys.executable, *([str(argv)] if isinstance(argv, os.PathLike) else ["-m", "jaxcollapse.cli", *argv]),
+                "--out", str(out)]
+
+    whole = tmp_path / "whole"
+    started = time.perf_counter()
+    subprocess.run(command(whole), check=True, capture_output=True, timeout=600)
+    duration = time.perf_counter() - started
+    rng = random.Random(seed)
+    killed_count = 0
+    for index in range(tries):
+        delay = rng.uniform(0.0, duration)
+        killed = tmp_path / f"killed-{index}"
+        process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        killed_count += process.wait() == -signal.SIGKILL
+        resumable = not isinstance(argv, os.PathLike) and (killed / "config.json").exists()
+        if resumable:
+            assert main(["resume", str(killed), "--no-figures"]) == 0, (index, delay)
+        else:
+            subprocess.run(command(killed), check=True, capture_output=True, timeout=600)
+        assert not list(killed.rglob(f".*{TEMPORARY_MARK}*")), (index, delay)
+        for name in compare:
+            assert _without_timings(killed / name) == _without_timings(whole / name), (index, delay, name)
+    return killed_count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RANDOM_KILL_ARGV))
+def test_chain_commands_killed_at_random_moments_finish_bit_for_bit(tmp_path, name):
+    argv = RANDOM_KILL_ARGV[name] + ["--no-figures", "--no-progress", "--check"]
+    assert _killed_at_random_then_finished(tmp_path, argv, 4, name, ["summary.csv", "check.csv"]) >= 2
+
+
+REPRODUCE_SCRIPT = '''
+import sys
+from jaxcollapse import reproduce as module
+from jaxcollapse.reproduce import Section
+
+def sections(scale="quick", opt_checkpoint=None):
+    return [
+        Section("gaussian", "Gaussian", "bounded", "gaussian",
+                {"samples": 20, "generations": 30, "chains": 256, "regime": "accumulate", "checkpoint_every": 2,
+                 "no_figures": True, "check": True}, ()),
+        Section("discrete", "Discrete", "absorbs", "discrete",
+                {"samples": 10, "generations": 40, "chains": 64, "states": 4, "checkpoint_every": 4,
+                 "no_figures": True, "check": True}, ()),
+        Section("estimation", "Estimation", "1/sqrt(M)", "sweep", {}, (),
+                sweep='command = "gaussian"\\n[base]\\nchains = 400\\ngenerations = 6\\ncheckpoint-every = 2\\n'
+                      'figure-samples = ""\\n[grid]\\nsamples = [10, 1000]\\n'),
+    ]
+
+module.sections = sections
+module.reproduce(sys.argv[sys.argv.index("--out") + 1])
+'''
+
+
+@pytest.mark.slow
+def test_reproduce_killed_at_random_moments_finishes_bit_for_bit(tmp_path):
+    script = tmp_path / "reproduce_small.py"
+    script.write_text(REPRODUCE_SCRIPT)
+    compare = ["gaussian/summary.csv", "gaussian/check.csv", "discrete/summary.csv", "discrete/check.csv"]
+    assert _killed_at_random_then_finished(tmp_path, script, 4, "reproduce", compare) >= 2
