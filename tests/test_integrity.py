@@ -723,3 +723,37 @@ def test_reproduce_killed_at_random_moments_finishes_bit_for_bit(tmp_path):
     script.write_text(REPRODUCE_SCRIPT)
     compare = ["gaussian/summary.csv", "gaussian/check.csv", "discrete/summary.csv", "discrete/check.csv"]
     assert _killed_at_random_then_finished(tmp_path, script, 4, "reproduce", compare) >= 2
+
+
+# ---------------------------------------------------------------------------- a language-model run folder, damaged
+
+@pytest.mark.slow  # 52 runs of the lm command over a finished folder (12 s: each loads every stage)
+def test_every_file_of_a_language_model_run_folder_damaged_is_refused_or_harmless(tmp_path, capsys):
+    out = tmp_path / "lm"
+    argv = LM_ARGV + ["--out", str(out)]
+    assert main(argv) == 0
+    reference = _without_timings(out / "summary.csv")
+    capsys.readouterr()
+
+    def run():
+        code = main(argv)
+        said = capsys.readouterr().err
+        if code == 2:
+            raise ConfigError(said)
+        assert code == 0, said
+        return _without_timings(out / "summary.csv")
+
+    checkpoints = out / "checkpoints"
+    tried = 0
+    for name in ("config.json", "identity.json", "generation_1/params_0-1.safetensors",
+                 "generation_1/samples_0-1.npz", "generation_2/metrics_0-1.npz", "generation_0/metrics_0-1.npz"):
+        path = out / name if name == "config.json" else checkpoints / name
+        tried += _expect_refused_or_harmless(run, path, reference, path.name)
+    # what the run writes from its stages is written again: any damage to it is harmless
+    for name in ("summary.csv", "summary_by_generation.csv", "check.csv", "report.md", "model_config.json"):
+        path = out / name
+        for content in (_corruptions(path)["flipped middle"], b""):
+            path.write_bytes(content)
+            assert run() == reference, name
+            tried += 1
+    assert tried == 6 * 7 + 5 * 2

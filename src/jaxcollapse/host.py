@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checkpoint import after_write
-from ._files import atomic_bytes, atomic_text
+from ._files import atomic_bytes, read_config, write_config
 from ._integrity import (DamagedFile, arrays_digest, check_finite, finite_names, load_npz, read_safetensors,
                          save_npz)
 from ._random import key_from_words, step_words
@@ -169,18 +169,19 @@ class _Store:
             return
         folder.mkdir(parents=True, exist_ok=True)
         marker = folder / "identity.json"
-        text = json.dumps(identity, sort_keys=True, indent=1) + "\n"
+        identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
         if marker.exists():
             try:
-                saved = json.loads(marker.read_text())
-            except (OSError, UnicodeDecodeError, ValueError):
-                raise DamagedFile(f"{marker} cannot be read: the checkpoint folder {folder} is damaged; delete it "
-                                  f"to start over") from None
-            if saved != json.loads(text):
-                raise ConfigError(f"the checkpoint folder {folder} belongs to a different run (other settings, seed "
-                                  f"or runs); use another folder, or delete it to start over")
+                saved = read_config(marker)  # its digest checked: damage is told apart from another run
+            except ConfigError as error:
+                raise DamagedFile(f"{error}. The checkpoint folder {folder} cannot be trusted; delete it to start "
+                                  f"over") from None
+            if saved != identity:
+                changed = sorted(key for key in set(saved) | set(identity) if saved.get(key) != identity.get(key))
+                raise ConfigError(f"the checkpoint folder {folder} belongs to a different run ({marker.name} differs "
+                                  f"in: {', '.join(changed)}); use another folder, or delete it to start over")
         else:
-            atomic_text(marker, text)
+            write_config(marker, identity)
 
     def path(self, generation: int, stage: str, group: tuple[int, int]) -> Path | None:
         if self.folder is None:
