@@ -128,15 +128,21 @@ def _leaf_name(key_path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in key_path)
 
 
+INTEGRITY_KEY = "jaxcollapse"  # a parameter file's metadata: {"sha256": digest, "finite": names}
+
+
 def save_params(path: Path, params) -> None:
     """A parameter pytree as one safetensors file, leaves named by their key paths, with
-    the SHA-256 digest of its tensors in the file's metadata (atomic)."""
+    the SHA-256 digest of its tensors and the names of its finite ones in the file's
+    metadata (atomic). The metadata is one key: safetensors writes several in an order
+    that changes between processes, and a resumed run's files must equal a whole run's."""
     from safetensors.numpy import save
 
     flat = {}
     for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         flat[_leaf_name(key_path) or "leaf"] = np.ascontiguousarray(np.asarray(leaf))
-    atomic_bytes(path, save(flat, metadata={"sha256": arrays_digest(flat), "finite": json.dumps(finite_names(flat))}))
+    record = {"sha256": arrays_digest(flat), "finite": finite_names(flat)}
+    atomic_bytes(path, save(flat, metadata={INTEGRITY_KEY: json.dumps(record, sort_keys=True)}))
 
 
 def load_params(path: Path, template):
@@ -144,9 +150,13 @@ def load_params(path: Path, template):
     ``ShapeDtypeStruct``s), after checking its digest; a damaged file, or one whose names,
     shapes or dtypes do not match the template, is refused by name."""
     stored, metadata = read_safetensors(path)
-    if metadata.get("sha256") != arrays_digest(stored):
+    try:
+        record = json.loads(metadata.get(INTEGRITY_KEY, "null"))
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or record.get("sha256") != arrays_digest(stored):
         raise DamagedFile(f"saved parameters {path} do not match the digest written with them: damaged or edited")
-    check_finite(path, "saved parameters", stored, metadata.get("finite"))
+    check_finite(path, "saved parameters", stored, json.dumps(record.get("finite", [])))
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for key_path, leaf in paths:
