@@ -80,3 +80,61 @@ def test_simulate_names_wrong_arguments(value):
     for name in names:
         with pytest.raises(ConfigError):
             jc.simulate(program, **{"num_chains": 16, name: value})
+
+
+# The command line run end to end: flags of random text, numbers, specs and junk. Values are
+# either refused by name or small enough to run (no valid size that would run for minutes).
+FLAG_VALUES = st.one_of(
+    st.text(max_size=8), st.integers(-3, 6).map(str), st.floats(-10, 10).map(str),
+    st.sampled_from(["", " ", "-1", "0", "nan", "inf", "-inf", "1e300", "1e-300", "2.5", "4294967296", "2**31",
+                     "[1, 2]", "none", "replace", "accumulate", "accumulate-subsample", "mix:0.5,0.5,0",
+                     "real-fraction:0.5", "fresh-real:2", "list:4,5,6", "linear:1", "geometric:2", "power:0.5",
+                     "uniform", "zipf:1.2", "probs:0.2,0.8", "two-blobs:3", "student-t:3", "mixture:4", "shared",
+                     "per-chain", "data", "sufficient", "auto", "mle", "unbiased", "scott", "previous", "full",
+                     "host", "scan", "0.1,0.9"]))
+SKIPPED_FLAGS = {"out", "force", "distributed", "coordinator", "num_processes", "process_id", "progress", "x64",
+                 "design_file"}
+
+
+def _command_line_fuzz(data, tmp_path, capsys):
+    from jaxcollapse.cli import main
+
+    command = studies.command(data.draw(st.sampled_from(CHAIN_COMMANDS)))
+    options = {option.name: option for option in command.options if option.name not in SKIPPED_FLAGS}
+    chosen = data.draw(st.lists(st.sampled_from(sorted(options)), unique=True, min_size=1, max_size=2))
+    argv = [command.name, "--chains", "16", "--generations", "2", "--samples", "20", "--no-figures", "--no-progress"]
+    for name in chosen:
+        flag = "--" + name.replace("_", "-")
+        if options[name].parse is None:  # an on/off switch
+            argv.append(flag)
+        else:
+            argv += [flag, data.draw(FLAG_VALUES, label=name)]
+    folder = tmp_path / f"run-{_command_line_fuzz.count}"
+    _command_line_fuzz.count += 1
+    try:
+        code = main(argv + ["--out", str(folder)])
+    except SystemExit as exit:  # argparse's own refusals (a flag without its value)
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code in (0, 2), (argv, err)  # 1 is "a bug", with a traceback in error.log
+    assert "Traceback" not in err, (argv, err)
+    if code == 2:
+        assert err.startswith("jaxcollapse: error: ") or "usage:" in err, (argv, err)
+
+
+_command_line_fuzz.count = 0
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_command_line_runs_or_names_the_problem(data, tmp_path, capsys):
+    _command_line_fuzz(data, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_command_line_runs_or_names_the_problem_many_times(data, tmp_path, capsys):
+    _command_line_fuzz(data, tmp_path, capsys)
