@@ -290,3 +290,38 @@ def test_metric_names_the_metrics_function_does_not_return_are_named():
     typo = program._replace(metric_names=program.metric_names + ("w2_riks",))
     with pytest.raises(jc.ConfigError, match=r"metric_names name \['w2_riks'\]"):
         jc.simulate(typo, num_chains=4)
+
+
+# every chain program: a chain's trajectory is the same bits in chunks of 16, 48, 64 and 128
+# (the two that once differed, in chunks of 16 and 64 by default; the rest with -m slow)
+CHUNK_PROGRAMS = {
+    "gaussian-accumulate-data": lambda: jc.gaussian_study(samples=10, generations=6, regime="accumulate", path="data"),
+    "gmm": lambda: jc.gmm_study(samples=100, generations=2),
+    "gaussian-replace-data": lambda: jc.gaussian_study(samples=10, generations=6, path="data"),
+    "gaussian-sufficient": lambda: jc.gaussian_study(samples=10, generations=6, path="sufficient"),
+    "gaussian-accumulate-2d": lambda: jc.gaussian_study(samples=10, generations=6, regime="accumulate", dim=2,
+                                                        path="data"),
+    "gaussian-mix-2d": lambda: jc.gaussian_study(samples=10, generations=6, regime="mix:0.6,0.2,0.2", dim=2),
+    "subsample": lambda: jc.gaussian_study(samples=10, generations=6, regime="accumulate-subsample",
+                                           schedule="linear:2"),
+    "discrete": lambda: jc.discrete_study(samples=10, generations=6, states=5),
+    "kde": lambda: jc.kde_study(samples=20, generations=4, heldout=32),
+    "regression": lambda: jc.regression_study(samples=20, dim=4, generations=4, regime="accumulate", path="data"),
+}
+
+
+@pytest.mark.parametrize("name", [
+    name if name in ("gaussian-accumulate-data", "gmm") else pytest.param(name, marks=pytest.mark.slow)
+    for name in CHUNK_PROGRAMS
+])
+def test_every_program_is_bit_identical_across_chunk_sizes(name):
+    program = CHUNK_PROGRAMS[name]().program()
+
+    def parameters(chunk_size):
+        result = jc.simulate(program, num_chains=128, seed=3, record="trajectories", chunk_size=chunk_size)
+        return [np.asarray(leaf) for leaf in jax.tree.leaves(result.params)]
+
+    reference = parameters(16)
+    for chunk_size in (64,) if name in ("gaussian-accumulate-data", "gmm") else (48, 64, 128):
+        for leaf, other in zip(reference, parameters(chunk_size)):
+            np.testing.assert_array_equal(leaf, other, err_msg=f"{name}: chunks of {chunk_size} against 16")

@@ -73,6 +73,11 @@ class ChainProgram(NamedTuple):
     ``preferred_chunk``: chains per chunk whose working set stays in cache (the default
     chunk size when the memory budget allows it; a data path over thousands of points per
     chain runs several times faster in chunks of ~100 chains than in one of thousands).
+    ``chain_block``: on XLA:CPU, run ``step`` over a chunk in blocks of this many chains
+    per device (a multiple of ``LANE_BLOCK``; 0: off), one compiled block body in a loop,
+    instead of one vmap over the chunk; chunks are padded to whole blocks. For programs
+    whose vmapped reductions over many rows XLA:CPU rounds by batch size (the data
+    paths): with it a chain's numbers do not depend on the chunk size.
     ``num_generations``: the G the program was built for (its schedule's length; a study's
     ``generations``), which :func:`simulate` runs by default; ``None`` for a program that
     does not know it (``simulate`` then needs ``num_generations``). Step n reads the
@@ -88,6 +93,7 @@ class ChainProgram(NamedTuple):
     words_per_step: int = 2
     preferred_chunk: int | None = None
     num_generations: int | None = None
+    chain_block: int = 0
 
     def resolve_generations(self, requested: int | None = None) -> int:
         """The G a run covers: the program's own, or ``requested`` where it knows none; a
@@ -208,6 +214,39 @@ def _check_memory(program, metric_shapes, num_chains, num_generations, record, q
                    "lower --generations or --chains, or record summaries instead of trajectories")
 
 
+def _chain_block(program: ChainProgram) -> int:
+    """Chains per block of :func:`_chain_step` (0: one vmap over the chunk)."""
+    if not program.chain_block or jax.default_backend() != "cpu":
+        return 0
+    return LANE_BLOCK * math.ceil(require_int("ChainProgram.chain_block", program.chain_block, 0) / LANE_BLOCK)
+
+
+def _chain_step(program: ChainProgram, num_devices: int, per_device: int):
+    """``program.step`` over a chunk of ``num_devices * per_device`` chains: one vmap, or
+    (``program.chain_block`` on CPU) a loop over blocks of ``LANE_BLOCK`` chains per device,
+    so that each chain's arithmetic is compiled for one batch size whatever the chunk's.
+    On an accelerator the whole chunk is one vmap: there, width is speed."""
+    vmapped = jax.vmap(program.step, in_axes=(0, 0, None))
+    block = _chain_block(program)
+    blocks = per_device // block if block else 1
+    if blocks <= 1:
+        return vmapped
+
+    def split(leaf):  # (devices * per_device, ...) -> (blocks, devices * block, ...), devices kept apart
+        leaf = leaf.reshape((num_devices, blocks, block) + leaf.shape[1:])
+        return jnp.swapaxes(leaf, 0, 1).reshape((blocks, num_devices * block) + leaf.shape[3:])
+
+    def join(leaf):
+        leaf = leaf.reshape((blocks, num_devices, block) + leaf.shape[2:])
+        return jnp.swapaxes(leaf, 0, 1).reshape((num_devices * per_device,) + leaf.shape[3:])
+
+    def blocked(words, carry, n):
+        stepped = jax.lax.map(lambda block: vmapped(*block, n), jax.tree.map(split, (words, carry)))
+        return jax.tree.map(join, stepped)
+
+    return blocked
+
+
 def _chain_mesh(num_devices: int):
     devices = jax.devices()[:num_devices]
     return jax.sharding.Mesh(np.array(devices), ("chains",))
@@ -314,6 +353,9 @@ def simulate(
     # every chain in a full vector lane, a chain's numbers do not depend on its chunk.
     # Padded chains are masked out of every record.
     per_device = LANE_BLOCK * math.ceil(chunk_size / num_devices / LANE_BLOCK)
+    block = _chain_block(program)
+    if block and per_device > block:  # whole blocks (a chunk within one block is one vmap of it)
+        per_device = block * math.ceil(per_device / block)
     chunk_size = num_devices * per_device
     num_chunks = math.ceil(num_chains / chunk_size)
     if checkpoint_every is not None:
@@ -357,7 +399,7 @@ def simulate(
         carry = jax.lax.with_sharding_constraint((params, state), chain_sharding)
         return carry, observe(params, valid)
 
-    step = jax.vmap(program.step, in_axes=(0, 0, None))
+    step = _chain_step(program, num_devices, per_device)
 
     def stepped(carry, n, chain_ids, root):
         return step(step_words(root, n, chain_ids, program.words_per_step), carry, n)

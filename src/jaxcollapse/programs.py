@@ -51,6 +51,7 @@ def data_path_program(
     bytes_per_chain: int | None = None,
     preferred_chunk: int | None = None,
     num_generations: int | None = None,
+    chain_block: int = 0,
 ) -> ChainProgram:
     """A chain that samples ``family``, builds D_n with ``policy`` and refits, for the
     schedule ``sizes`` (M_0..M_{G-1}); ``sample_initial(key, n)`` draws D_0 from p_0.
@@ -60,7 +61,8 @@ def data_path_program(
     ``num_generations`` (default ``len(sizes)``) is the program's G; a study with G = 0
     may pass a placeholder schedule (its one size shapes the buffers) with
     ``num_generations=0``. ``bytes_per_chain`` defaults to the data buffers' size plus
-    the parameters'; ``preferred_chunk`` is passed to the engine (see :class:`ChainProgram`)."""
+    the parameters'; ``preferred_chunk`` and ``chain_block`` are passed to the engine (see
+    :class:`ChainProgram`)."""
     if family.fit is None or family.sample is None:
         raise ConfigError(f"family {family.name!r} trains or samples on the host (its fit or sample is not a "
                           f"traceable function): build its chain with host_program and run it with executor='host'")
@@ -116,6 +118,7 @@ def data_path_program(
         words_per_step=2,
         preferred_chunk=preferred_chunk,
         num_generations=num_generations,
+        chain_block=chain_block,
     )
 
 

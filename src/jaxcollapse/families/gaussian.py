@@ -28,7 +28,7 @@ from scipy import stats as scipy_stats
 
 from .._random import WORDS_PER_DRAW, gamma_from_draws, key_from_words, normals_from_words, uniforms_from_words, wishart_scatter
 from .._validation import ConfigError, require_choice, require_covariance, require_finite, require_int
-from .base import Family, SufficientStatistics, float_row
+from .base import Family, SufficientStatistics, float_row, pairwise_sum
 
 __all__ = ["GaussianParams", "GaussianStats", "GaussianReference", "gaussian", "gaussian_reference", "ESTIMATORS"]
 
@@ -76,11 +76,13 @@ def gaussian_reference(mean, cov, lower_quantile=None, upper_quantile=None) -> G
 
 
 def _fit(data, weights, ddof):
-    count = jnp.sum(weights)
-    mean = weights @ data / count
+    # sums over the rows in a fixed order (pairwise_sum): a chain's fit is the same bits
+    # whatever the chunk of chains it is vmapped in
+    count = pairwise_sum(weights)
+    mean = pairwise_sum(weights[:, None] * data) / count
     centred = data - mean
     if data.shape[-1] == 1:
-        scatter = (weights @ (centred * centred)).reshape(1, 1)
+        scatter = pairwise_sum(weights[:, None] * centred * centred).reshape(1, 1)
     else:
         scatter = (centred * weights[:, None]).T @ centred
     return GaussianParams(mean, scatter / (count - ddof))
