@@ -325,3 +325,30 @@ def test_every_program_is_bit_identical_across_chunk_sizes(name):
     for chunk_size in (64,) if name in ("gaussian-accumulate-data", "gmm") else (48, 64, 128):
         for leaf, other in zip(reference, parameters(chunk_size)):
             np.testing.assert_array_equal(leaf, other, err_msg=f"{name}: chunks of {chunk_size} against 16")
+
+
+def test_studies_that_differ_only_in_numbers_compile_once():
+    """The Gaussian sufficient path reads M and p_0 as traced arguments: a second study of
+    the same shape reuses the first's executables (nothing traced or compiled) and gives
+    the numbers a fresh compilation gives."""
+    options = dict(num_chains=32, record="trajectories", chunk_size=16)
+    jc.simulate(jc.gaussian_study(samples=10, generations=5).program(), seed=0, **options)
+    other = jc.gaussian_study(samples=37, generations=5, mean=1.0, sigma=2.5).program()
+    reused = jc.simulate(other, seed=1, **options)
+    assert reused.compile_seconds == 0.0
+    fresh = jc.simulate(other._replace(cache_key=None), seed=1, **options)
+    assert fresh.compile_seconds > 0.0
+    for metric in reused.metric_names:
+        np.testing.assert_array_equal(reused.trajectories[metric], fresh.trajectories[metric])
+    jax.tree.map(np.testing.assert_array_equal, reused.params, fresh.params)
+    # another regime is another program: compiled afresh
+    accumulate = jc.gaussian_study(samples=10, generations=5, regime="accumulate").program()
+    assert jc.simulate(accumulate, seed=0, **options).compile_seconds > 0.0
+
+
+def test_a_replaced_function_drops_the_programs_cache_key():
+    program = jc.gaussian_study(samples=10, generations=3).program()
+    assert program.cache_key is not None and program.bind is not None
+    wrapped = program._replace(metrics=lambda params: {"x": params.mean[0]}, metric_names=("x",))
+    assert wrapped.bind is None and wrapped.cache_key is None and wrapped.arguments is None
+    assert program._replace(bytes_per_chain=1).cache_key == program.cache_key  # a run setting keeps it

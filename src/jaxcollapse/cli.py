@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
             option.add_to(sub)
         if study_command.chains:
             _add_process_arguments(sub)
+        _add_cache_argument(sub)
 
     rerun = commands.add_parser("rerun", help="repeat a run from its config.json and compare")
     rerun.add_argument("folder")
@@ -47,7 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="finish an interrupted run (or sweep) from its folder")
     resume.add_argument("folder")
     resume.add_argument("--no-figures", action="store_true")
+    for sub in (rerun, sweep, reproduce, resume):
+        _add_cache_argument(sub)
     return parser
+
+
+def _add_cache_argument(command) -> None:
+    command.add_argument("--no-compile-cache", action="store_true",
+                         help="compile every program afresh (default: JAX's persistent compilation cache in "
+                              "$JAXCOLLAPSE_COMPILE_CACHE or ~/.cache/jaxcollapse/xla; the variable set to off "
+                              "also turns it off)")
 
 
 def _add_process_arguments(command) -> None:
@@ -155,6 +165,10 @@ def _resume(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "no_compile_cache", False):
+        from . import compile_cache
+
+        compile_cache.enable()  # a second run of a command loads its programs instead of compiling them
     try:
         study_commands = studies.commands()
         if args.command in study_commands and study_commands[args.command].prepare is not None:

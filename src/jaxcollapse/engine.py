@@ -60,7 +60,25 @@ MIN_SEGMENT = 10
 MAX_CHAINS = 2**31
 
 
-class ChainProgram(NamedTuple):
+class _ChainProgramFields(NamedTuple):
+    """The fields of :class:`ChainProgram` (documented there)."""
+
+    initial_params: Any
+    initial_state: Callable[[], Any]
+    step: Callable[[Any, Any, Any], Any]
+    metrics: Callable[[Any], dict]
+    bytes_per_chain: int
+    metric_names: tuple[str, ...]
+    words_per_step: int = 2
+    preferred_chunk: int | None = None
+    num_generations: int | None = None
+    chain_block: int = 0
+    arguments: Any = None
+    bind: Callable[[Any], Any] | None = None
+    cache_key: Any = None
+
+
+class ChainProgram(_ChainProgramFields):
     """One recursion chain, written for a single chain (the engine vmaps it).
 
     ``initial_params``: generation 0's parameters (p_0 or its moment-matched model).
@@ -78,22 +96,33 @@ class ChainProgram(NamedTuple):
     instead of one vmap over the chunk; chunks are padded to whole blocks. For programs
     whose vmapped reductions over many rows XLA:CPU rounds by batch size (the data
     paths): with it a chain's numbers do not depend on the chunk size.
+    ``arguments``, ``bind`` and ``cache_key`` let programs that differ only in numbers
+    (sample sizes, p_0's parameters, ...) share one compilation: ``arguments`` is a
+    pytree of arrays, passed to every compiled call as a traced argument, and
+    ``bind(arguments)`` returns the program whose functions read those numbers from it.
+    ``cache_key`` (hashable) names everything else the functions bake in: two programs
+    with equal keys and arguments of equal shapes must compute the same function of their
+    arguments. :func:`simulate` then keeps the compiled executables for the process, and
+    a second run of the same shape compiles (and traces) nothing.
     ``num_generations``: the G the program was built for (its schedule's length; a study's
     ``generations``), which :func:`simulate` runs by default; ``None`` for a program that
     does not know it (``simulate`` then needs ``num_generations``). Step n reads the
     schedule's n-th sample size, so running past G would reuse its last size.
     """
 
-    initial_params: Any
-    initial_state: Callable[[], Any]
-    step: Callable[[Any, Any, Any], Any]
-    metrics: Callable[[Any], dict]
-    bytes_per_chain: int
-    metric_names: tuple[str, ...]
-    words_per_step: int = 2
-    preferred_chunk: int | None = None
-    num_generations: int | None = None
-    chain_block: int = 0
+    __slots__ = ()
+
+    def _replace(self, **changes) -> "ChainProgram":
+        """A copy with ``changes``. A program whose numbers are traced arguments (``bind``)
+        loses ``arguments``, ``bind`` and ``cache_key`` when anything it computes with is
+        replaced (a wrapped ``step``, other ``metrics``): ``bind`` would rebuild the
+        original functions and ignore the change, and a cache key would name a program that
+        no longer is. Run settings (memory, chunking) keep them."""
+        keeps = {"bytes_per_chain", "preferred_chunk", "chain_block", "num_generations", "arguments", "bind",
+                 "cache_key"}
+        if self.bind is not None and set(changes) - keeps and not {"bind", "cache_key"} & set(changes):
+            changes = {**changes, "arguments": None, "bind": None, "cache_key": None}
+        return super()._replace(**changes)
 
     def resolve_generations(self, requested: int | None = None) -> int:
         """The G a run covers: the program's own, or ``requested`` where it knows none; a
@@ -214,6 +243,11 @@ def _check_memory(program, metric_shapes, num_chains, num_generations, record, q
                    "lower --generations or --chains, or record summaries instead of trajectories")
 
 
+# compiled calls kept for the process, by a program's cache key and the run's shape (see
+# ChainProgram.cache_key); a study's programs are few, each a handful of executables
+_COMPILED: dict = {}
+
+
 def _chain_block(program: ChainProgram) -> int:
     """Chains per block of :func:`_chain_step` (0: one vmap over the chunk)."""
     if not program.chain_block or jax.default_backend() != "cpu":
@@ -331,12 +365,22 @@ def simulate(
     if missing:
         raise ConfigError(f"the program's metric_names name {missing}, which its metrics function does not return "
                           f"(it returns {sorted(returned)})")
-    if metrics is not None:
-        chosen = tuple(metrics)
-        program = program._replace(
-            metrics=lambda params, full=program.metrics: {k: v for k, v in full(params).items() if k in chosen},
-            metric_names=chosen,
-        )
+    chosen = None if metrics is None else tuple(metrics)
+    source = program  # its bind, arguments and cache key (a replaced field drops them)
+    if chosen is not None:
+        program = program._replace(metric_names=chosen)
+
+    def bound(arguments):
+        """The program whose functions read ``arguments`` (traced in a compiled call), its
+        metrics cut to the chosen ones; and its metrics in full (final metrics)."""
+        concrete = source.bind(arguments) if source.bind is not None else source
+        full = concrete.metrics
+        if chosen is not None:
+            concrete = concrete._replace(
+                metrics=lambda params: {k: v for k, v in full(params).items() if k in chosen}, metric_names=chosen)
+        return concrete, full
+
+    arguments = source.arguments
     _check_memory(program, returned, num_chains, num_generations, record, quantile_metrics, final_metrics)
     available = len(jax.devices())
     num_devices = available if num_devices is None else require_int("devices", num_devices, 1)
@@ -382,7 +426,7 @@ def simulate(
     root = jax.random.key(seed)
     keep_trajectories = record == "trajectories"
 
-    def observe(params, valid):
+    def observe(program, params, valid):
         if keep_trajectories:
             return params  # metrics of a whole segment at once, after it (trajectory_metrics)
         values = jax.vmap(program.metrics)(params)
@@ -393,75 +437,87 @@ def simulate(
     def broadcast(tree, chain_ids):
         return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, chain_ids.shape + jnp.shape(leaf)), tree)
 
-    def start(chain_ids, valid):
+    def start(chain_ids, valid, arguments):
+        program = bound(arguments)[0]
         params = broadcast(program.initial_params, chain_ids)
         state = broadcast(program.initial_state(), chain_ids)
         carry = jax.lax.with_sharding_constraint((params, state), chain_sharding)
-        return carry, observe(params, valid)
+        return carry, observe(program, params, valid)
 
-    step = _chain_step(program, num_devices, per_device)
-
-    def stepped(carry, n, chain_ids, root):
+    def stepped(program, carry, n, chain_ids, root):
+        step = _chain_step(program, num_devices, per_device)
         return step(step_words(root, n, chain_ids, program.words_per_step), carry, n)
 
-    def advance(carry, chain_ids, valid, first_generation, root):
+    def advance(carry, chain_ids, valid, first_generation, root, arguments):
         """The scan executor: a segment of generations in one compiled loop."""
+        program = bound(arguments)[0]
 
         def body(carry, offset):
             n = first_generation + offset
-            carry = jax.lax.cond(n < num_generations, lambda c, n: stepped(c, n, chain_ids, root), lambda c, n: c, carry, n)
-            return carry, observe(carry[0], valid)
+            carry = jax.lax.cond(n < num_generations, lambda c, n: stepped(program, c, n, chain_ids, root),
+                                 lambda c, n: c, carry, n)
+            return carry, observe(program, carry[0], valid)
 
         carry, records = jax.lax.scan(body, carry, jnp.arange(segment_length))
         return jax.lax.with_sharding_constraint(carry, chain_sharding), records
 
-    def generation(carry, chain_ids, valid, n, root):
+    def generation(carry, chain_ids, valid, n, root, arguments):
         """The host executor's compiled call: one generation, outside any loop."""
-        carry = jax.lax.with_sharding_constraint(stepped(carry, n, chain_ids, root), chain_sharding)
-        return carry, observe(carry[0], valid)
+        program = bound(arguments)[0]
+        carry = jax.lax.with_sharding_constraint(stepped(program, carry, n, chain_ids, root), chain_sharding)
+        return carry, observe(program, carry[0], valid)
 
     def advance_on_host(carry, chain_ids, valid, first_generation, root):
         """The host executor: a segment's generations one compiled call each, in Python;
         a segment past G repeats its last record, as the scan's does."""
         records = []
         for n in range(first_generation, min(first_generation + segment_length, num_generations)):
-            carry, record = generation_jit(carry, chain_ids, valid, jnp.int32(n), root)
+            carry, record = compiled["generation"](carry, chain_ids, valid, jnp.int32(n), root, arguments)
             records.append(record)
         records += records[-1:] * (segment_length - len(records))
         return carry, jax.tree.map(lambda *xs: jnp.stack(xs), *records)
 
-    def trajectory_metrics(params):
+    def trajectory_metrics(params, arguments):
         """(metrics, params) of a segment's (or generation 0's) recorded parameters: one
         compiled call, the same whichever executor ran the segment, so both record the
         same bits (computed inside a loop body, a reduction may round otherwise)."""
-        return jax.vmap(jax.vmap(program.metrics))(params), params
+        return jax.vmap(jax.vmap(bound(arguments)[0].metrics))(params), params
 
-    def finish(params):
-        values = jax.vmap(all_metrics)(params)
+    def finish(params, arguments):
+        values = jax.vmap(bound(arguments)[1])(params)
         return {name: values[name] for name in final_metrics}
 
-    start_jit = jax.jit(start)
-    finish_jit = jax.jit(finish)
-    trajectory_metrics_jit = jax.jit(trajectory_metrics)
+    # the compiled calls of this run's shape: this process's earlier ones where the program
+    # names a cache key (numbers in its arguments), else compiled below for this run
+    cache_key = None if source.cache_key is None else (
+        source.cache_key, jax.tree.structure(arguments), tuple((np.shape(a), str(jnp.asarray(a).dtype))
+                                                               for a in jax.tree.leaves(arguments)),
+        chunk_size, num_devices, segment_length, num_generations, record, chosen, tuple(quantile_metrics),
+        tuple(final_metrics), executor, bool(jax.config.jax_enable_x64), tuple(d.id for d in mesh.devices.flat))
+    compiled = _COMPILED.get(cache_key) if cache_key is not None else None
+    reused = compiled is not None
+    if compiled is None:
+        compiled = {"start": jax.jit(start), "finish": jax.jit(finish),
+                    "trajectory_metrics": jax.jit(trajectory_metrics),
+                    "advance": jax.jit(advance, donate_argnums=(0,)),
+                    "generation": jax.jit(generation, donate_argnums=(0,))}
 
     def recorded(records):
         """A segment's records on the host (trajectories: with the metrics of its parameters)."""
         if keep_trajectories:
-            records = trajectory_metrics_jit(records)
+            records = compiled["trajectory_metrics"](records, arguments)
         return jax.tree.map(_to_host, records)
     final_chunks: list = []
-    advance_jit = jax.jit(advance, donate_argnums=(0,))
-    generation_jit = jax.jit(generation, donate_argnums=(0,))
     meter = Progress(num_generations, num_chains, num_chunks, progress)
 
     shapes = jax.eval_shape(start, jax.ShapeDtypeStruct((chunk_size,), jnp.uint32),
-                            jax.ShapeDtypeStruct((chunk_size,), jnp.float32))
+                            jax.ShapeDtypeStruct((chunk_size,), jnp.float32), arguments)
     resumed = _checkpoint.EngineState()
     if checkpoint is not None and checkpoint.exists():
         carry_shapes, record_shapes = shapes
         if keep_trajectories:  # a generation's records are its metrics and its parameters
             record_shapes = jax.eval_shape(lambda params: jax.tree.map(
-                lambda x: x[0], trajectory_metrics(jax.tree.map(lambda x: x[None], params))), record_shapes)
+                lambda x: x[0], trajectory_metrics(jax.tree.map(lambda x: x[None], params), arguments)), record_shapes)
         resumed = _checkpoint.load(checkpoint, identity, carry_shapes, record_shapes)
         if resumed.chunk > num_chunks or resumed.segments > num_segments or (
                 resumed.carry is None and resumed.segments) or (resumed.carry is not None and resumed.chunk >= num_chunks):
@@ -487,32 +543,34 @@ def simulate(
         valid_np = (ids < num_chains).astype(np.float32)
         chain_ids = jax.device_put(ids, chain_sharding)
         valid = jax.device_put(valid_np, chain_sharding)
-        if chunk == resumed.chunk:
+        if chunk == resumed.chunk and not reused:
             tick = time.perf_counter()
-            start_jit = start_jit.lower(chain_ids, valid).compile()
+            compiled["start"] = compiled["start"].lower(chain_ids, valid, arguments).compile()
             if num_segments:
                 carry_spec = jax.tree.map(
                     lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=chain_sharding), shapes[0]
                 )
-                if executor == "scan":
-                    advance_jit = advance_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0), root).compile()
-                else:
-                    generation_jit = generation_jit.lower(carry_spec, chain_ids, valid, jnp.int32(0), root).compile()
+                name = "advance" if executor == "scan" else "generation"
+                compiled[name] = compiled[name].lower(carry_spec, chain_ids, valid, jnp.int32(0), root,
+                                                      arguments).compile()
             compile_seconds = time.perf_counter() - tick
+            if cache_key is not None:
+                _COMPILED[cache_key] = compiled
         if chunk == resumed.chunk and resumed.carry is not None:
             carry = jax.device_put(resumed.carry, chain_sharding)
             outputs = [resumed.partial]
             first_segment = resumed.segments
             meter.update(chunk, first_segment * segment_length, int(valid_np.sum()), 0)
         else:
-            carry, first = start_jit(chain_ids, valid)
+            carry, first = compiled["start"](chain_ids, valid, arguments)
             outputs = [recorded(jax.tree.map(lambda x: x[None], first))]
             first_segment = 0
         saved_at = first_segment * segment_length
         for segment in range(first_segment, num_segments):
             first_generation = segment * segment_length
             if executor == "scan":
-                carry, out = advance_jit(carry, chain_ids, valid, jnp.int32(first_generation), root)
+                carry, out = compiled["advance"](carry, chain_ids, valid, jnp.int32(first_generation), root,
+                                                 arguments)
             else:  # the generation counter stays a Python int: no device round trip per segment
                 carry, out = advance_on_host(carry, chain_ids, valid, first_generation, root)
             outputs.append(recorded(out))
@@ -526,7 +584,7 @@ def simulate(
         stacked = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[: num_generations + 1], *outputs)
         if final_metrics:
             take = int(valid_np.sum())
-            final_chunks.append({k: _to_host(v)[:take] for k, v in finish_jit(carry[0]).items()})
+            final_chunks.append({k: _to_host(v)[:take] for k, v in compiled["finish"](carry[0], arguments).items()})
         if keep_trajectories:
             values, params = stacked
             take = int(valid_np.sum())

@@ -51,6 +51,7 @@ from pathlib import Path
 import jax
 
 from . import studies
+from . import compile_cache
 from ._files import atomic_bytes, atomic_text, folder_lock, read_config, write_config
 from ._validation import ConfigError
 from .runs import float_precision, run_from_settings
@@ -161,9 +162,10 @@ def _build_cell(study_command, cell: SweepCell) -> None:
 
 
 def _enable_compilation_cache(folder: Path) -> None:
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(folder / "xla-cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    """The cells share compiled programs: the user's cache if one is on, else one in the
+    sweep folder (unless the variable turns caching off)."""
+    if compile_cache.folder() is not None:
+        compile_cache.enable(folder / "xla-cache")
 
 
 def run_sweep(config, out, *, force: bool = False, figures: bool = True, stream=None) -> Path:

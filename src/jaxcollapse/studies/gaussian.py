@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -49,6 +50,42 @@ REQUIRED_COLUMNS = (
     "generation", "samples", "w2_risk_mean", "w2_risk_se", "w2_risk_exact", "w2_risk_paper",
     "w2_risk_lower_bound", "var_x_mean", "var_x_se", "var_x_exact", "sigma2_mean", "sigma2_se", "sigma2_exact",
 )
+
+
+def _sufficient_program(family, policy_spec, dim: int, generations: int, arguments) -> ChainProgram:
+    """The sufficient-statistics chain of a Gaussian study, reading its sample sizes and
+    p_0 (``arguments``: ``sizes``, ``reference``) from arrays that may be traced."""
+    sizes, reference = arguments["sizes"], arguments["reference"]
+    theta0 = GaussianParams(reference.mean, reference.cov)
+    policy = stats_program(policy_spec, family.sufficient, theta0)
+    fit_stats = family.sufficient.fit
+    words_per_step = stats_words(policy_spec, family.sufficient)
+
+    def first(words, state, params, m):
+        return policy.init(words, m)
+
+    def later(words, state, params, m):
+        return policy.step(words, state, params, m)
+
+    def step(words, carry, n):
+        params, state = carry
+        stats, state = jax.lax.cond(n == 0, first, later, words, state, params, sizes[n])
+        return fit_stats(stats), state
+
+    def initial_state():
+        shapes = jax.eval_shape(lambda w: policy.init(w, sizes[0])[1], jnp.zeros(words_per_step, jnp.uint32))
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    return ChainProgram(
+        initial_params=theta0,
+        initial_state=initial_state,
+        step=step,
+        metrics=lambda params: family.metrics(params, reference),
+        bytes_per_chain=int(64 * (dim * dim + dim + 4)),
+        metric_names=metric_names(dim),
+        words_per_step=words_per_step,
+        num_generations=generations,
+    )
 
 
 @dataclass(frozen=True)
@@ -113,37 +150,13 @@ class GaussianStudy(ChainStudy):
                 num_generations=self.generations,  # sizes_np is a placeholder when G = 0
             )
 
-        policy = stats_program(self.policy, family.sufficient, theta0)
-        fit_stats = family.sufficient.fit
-
-        def first(words, state, params, m):
-            return policy.init(words, m)
-
-        def later(words, state, params, m):
-            return policy.step(words, state, params, m)
-
-        def step(words, carry, n):
-            params, state = carry
-            stats, state = jax.lax.cond(n == 0, first, later, words, state, params, sizes[n])
-            return fit_stats(stats), state
-
-        def initial_state():
-            shapes = jax.eval_shape(lambda w: policy.init(w, sizes[0])[1], jnp.zeros(words_per_step, jnp.uint32))
-            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-        words_per_step = stats_words(self.policy, family.sufficient)
-        bytes_per_chain = 64 * (dim * dim + dim + 4)
-
-        return ChainProgram(
-            initial_params=theta0,
-            initial_state=initial_state,
-            step=step,
-            metrics=metrics,
-            bytes_per_chain=int(bytes_per_chain),
-            metric_names=metric_names(dim),
-            words_per_step=words_per_step,
-            num_generations=self.generations,
-        )
+        # the sufficient path's numbers (sample sizes, p_0) are traced arguments: studies
+        # that differ only in them (a sweep over M or sigma, the trajectory figure's
+        # sample sizes) share one compilation in a process (ChainProgram.cache_key)
+        arguments = {"sizes": sizes, "reference": reference}
+        bind = functools.partial(_sufficient_program, family, self.policy, dim, self.generations)
+        cache_key = ("gaussian-sufficient", dim, self.estimator, self.policy, self.generations)
+        return bind(arguments)._replace(arguments=arguments, bind=bind, cache_key=cache_key)
 
     # -- the run folder (the Study protocol) -------------------------------------------
 
