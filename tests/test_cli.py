@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jaxcollapse.cli import main
@@ -114,3 +115,36 @@ def test_config_keeps_mixing_proportions_exactly(tmp_path):
                  "--out", str(out)]) == 0
     study, _, _ = load_config(out)
     assert study.policy.mixing == (0.3333333, 0.3333333, 0.3333334)
+
+
+def test_help_shows_every_default():
+    from jaxcollapse import studies
+
+    for command in studies.commands().values():
+        for option in command.options:
+            if option.default is not None and option.parse is not None:
+                assert "default" in option.help_text, (command.name, option.name)
+    seed = next(option for option in studies.command("gaussian").options if option.name == "seed")
+    assert seed.help_text.endswith("(default 0)")
+
+
+def test_the_risk_figure_draws_the_monte_carlo_over_theory_with_one_entry_per_curve():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import jaxcollapse as jc
+    from jaxcollapse.plots import plot_risk
+
+    study = jc.gaussian_study(samples=10, generations=4)
+    result = jc.simulate(study.program(), num_chains=256, seed=0, quantile_metrics=("w2_risk",))
+    figure = plot_risk(study, result)
+    mean_axis = figure.axes[0]
+    lines = {line.get_label(): line for line in mean_axis.get_lines()}
+    monte_carlo = next(line for label, line in lines.items() if label.startswith("Monte Carlo"))
+    np.testing.assert_array_equal(monte_carlo.get_ydata(), result.summary("w2_risk")["mean"][1:])
+    theory = [line for label, line in lines.items() if not label.startswith("Monte Carlo")]
+    assert theory and all(line.get_zorder() < monte_carlo.get_zorder() for line in theory)
+    labels = [line.get_label() for line in theory]
+    assert "exact" in labels and not any(label.endswith("(exact)") for label in labels)
+    exact = next(c for c in study.theory_curves() if c.quantity == "E[w2_risk]" and c.formula == "exact")
+    np.testing.assert_array_equal(lines["exact"].get_ydata(), exact.values[1:])

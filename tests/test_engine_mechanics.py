@@ -328,12 +328,12 @@ def test_every_program_is_bit_identical_across_chunk_sizes(name):
 
 
 def test_studies_that_differ_only_in_numbers_compile_once():
-    """The Gaussian sufficient path reads M and p_0 as traced arguments: a second study of
-    the same shape reuses the first's executables (nothing traced or compiled) and gives
-    the numbers a fresh compilation gives."""
+    """The Gaussian sufficient path reads its sample sizes as traced arguments: a second
+    study of the same shape reuses the first's executables (nothing traced or compiled)
+    and gives the numbers a fresh compilation gives; another p_0 is another program."""
     options = dict(num_chains=32, record="trajectories", chunk_size=16)
     jc.simulate(jc.gaussian_study(samples=10, generations=5).program(), seed=0, **options)
-    other = jc.gaussian_study(samples=37, generations=5, mean=1.0, sigma=2.5).program()
+    other = jc.gaussian_study(samples=37, generations=5, schedule="linear:3").program()
     reused = jc.simulate(other, seed=1, **options)
     assert reused.compile_seconds == 0.0
     fresh = jc.simulate(other._replace(cache_key=None), seed=1, **options)
@@ -341,9 +341,11 @@ def test_studies_that_differ_only_in_numbers_compile_once():
     for metric in reused.metric_names:
         np.testing.assert_array_equal(reused.trajectories[metric], fresh.trajectories[metric])
     jax.tree.map(np.testing.assert_array_equal, reused.params, fresh.params)
-    # another regime is another program: compiled afresh
+    # another regime, another p_0: other programs, compiled afresh
     accumulate = jc.gaussian_study(samples=10, generations=5, regime="accumulate").program()
     assert jc.simulate(accumulate, seed=0, **options).compile_seconds > 0.0
+    wider = jc.gaussian_study(samples=10, generations=5, sigma=2.5).program()
+    assert jc.simulate(wider, seed=0, **options).compile_seconds > 0.0
 
 
 def test_a_replaced_function_drops_the_programs_cache_key():
@@ -352,3 +354,24 @@ def test_a_replaced_function_drops_the_programs_cache_key():
     wrapped = program._replace(metrics=lambda params: {"x": params.mean[0]}, metric_names=("x",))
     assert wrapped.bind is None and wrapped.cache_key is None and wrapped.arguments is None
     assert program._replace(bytes_per_chain=1).cache_key == program.cache_key  # a run setting keeps it
+
+
+def test_results_drop_into_pandas_and_xarray():
+    study = jc.gaussian_study(samples=10, generations=3)
+    result = jc.simulate(study.program(), num_chains=64, seed=2, quantile_metrics=("w2_risk",))
+    frame = result.to_dataframe(theory=study.theory_curves())
+    assert len(frame) == len(result.metric_names) * 4 and frame["generation"].dtype == np.int64
+    risk = frame[frame["metric"] == "w2_risk"]
+    np.testing.assert_array_equal(risk["mean"], result.summary("w2_risk")["mean"])
+    np.testing.assert_array_equal(risk["se"], result.summary("w2_risk")["se"])
+    np.testing.assert_array_equal(risk[["q0.05", "q0.5", "q0.95"]], result.quantiles("w2_risk", [0.05, 0.5, 0.95]))
+    exact = next(c for c in study.theory_curves() if c.quantity == "E[w2_risk]" and c.formula == "exact")
+    np.testing.assert_array_equal(risk["exact"], exact.values)
+    assert frame[frame["metric"] == "kl"]["q0.5"].isna().all()  # no sketch of kl was recorded
+    assert frame[frame["metric"] == "kl"]["paper eq. (4)"].isna().all()  # a formula of another metric
+    trajectories = jc.simulate(study.program(), num_chains=8, seed=2, record="trajectories")
+    data = trajectories.to_xarray()
+    assert data["w2_risk"].dims == ("generation", "chain") and data.sizes == {"generation": 4, "chain": 8}
+    np.testing.assert_array_equal(data["sigma"].values, trajectories.trajectories["sigma"])
+    summaries = result.to_xarray()
+    np.testing.assert_array_equal(summaries["w2_risk"].sel(statistic="se").values, result.summary("w2_risk")["se"])

@@ -83,6 +83,7 @@ def test_functional_approximation_error_with_student_t_p0():
 
 def test_any_numpyro_distribution_as_p0():
     import numpyro.distributions as dist
+    from scipy import stats as scipy_stats
 
     p0 = jc.numpyro_initial(dist.MultivariateNormal(jnp_array([1.0, -1.0]), jnp_array([[2.0, 0.3], [0.3, 0.5]])))
     assert p0.dim == 2 and not p0.is_gaussian
@@ -94,6 +95,13 @@ def test_any_numpyro_distribution_as_p0():
     gumbel = jc.numpyro_initial(dist.Gumbel(0.0, 1.0), quantile_draws=200_000)
     assert gumbel.quantiles[0] < gumbel.quantiles[1]
     np.testing.assert_allclose(gumbel.cov[0, 0], np.pi**2 / 6, rtol=1e-5)
+    # a Gamma's icdf needs tensorflow_probability in numpyro: the tail quantiles come from draws
+    gamma = jc.numpyro_initial(dist.Gamma(2.0, 1.0), quantile_draws=200_000)
+    np.testing.assert_allclose([gamma.mean[0], gamma.cov[0, 0]], [2.0, 2.0], rtol=1e-6)
+    law, levels = scipy_stats.gamma(2.0), np.array([0.01, 0.99])
+    exact = law.ppf(levels)  # a sample quantile's standard error: sqrt(p (1 - p) / n) / density
+    standard_error = np.sqrt(levels * (1 - levels) / 200_000) / law.pdf(exact)
+    assert np.all(np.abs(np.array(gamma.quantiles) - exact) <= 5 * standard_error)
 
 
 def jnp_array(values):
@@ -125,3 +133,23 @@ def test_check_does_not_count_non_finite_estimates_as_agreement():
     assert not table[("E[w2_risk]", "exact")].agrees
     single = jc.simulate(study.program(), num_chains=1, num_generations=3, seed=0)
     assert not any(v.agrees for v in verdicts(theory_table(study, single)))
+
+
+def test_a_numpyro_p0_is_saved_so_that_rerun_repeats_the_run(tmp_path):
+    import numpyro.distributions as dist
+
+    from jaxcollapse.runs import rerun, run_study
+    from jaxcollapse.studies.base import RunSettings
+
+    p0 = jc.numpyro_initial(dist.Gamma(2.0, 1.0), quantile_draws=10_000)
+    study = jc.gaussian_study(samples=20, generations=3, initial=p0)
+    run_study(study, RunSettings(chains=64, progress=False), tmp_path / "run", figures=False)
+    out, identical = rerun(tmp_path / "run", figures=False)
+    assert identical and (out / "summary.csv").is_file()
+    # a distribution outside numpyro.distributions is saved with the reason it cannot be rebuilt
+    class Shifted(dist.Normal):
+        pass
+
+    custom = jc.numpyro_initial(Shifted(0.0, 1.0), quantile_draws=1000)
+    with pytest.raises(jc.ConfigError, match="is not a numpyro.distributions class.*rerun such a study from Python"):
+        type(custom).from_json(custom.to_json())

@@ -757,3 +757,19 @@ def test_every_file_of_a_language_model_run_folder_damaged_is_refused_or_harmles
             assert run() == reference, name
             tried += 1
     assert tried == 6 * 7 + 5 * 2
+
+
+def test_files_are_written_with_the_users_umask(tmp_path):
+    import os
+
+    from jaxcollapse._files import atomic_text
+
+    before = os.umask(0o027)
+    try:
+        atomic_text(tmp_path / "a.txt", "x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        atomic_text(tmp_path / "b.txt", "x")
+        assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(before)

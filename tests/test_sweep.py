@@ -66,6 +66,10 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_table_and_keeps_finished_ce
     table = pq.read_table(whole / "summary.parquet")
     assert table.num_rows == 16 and table.schema.field("w2_risk_mean").type == "double"
     assert table.column("cell").to_pylist()[4] == "001-samples=10-seed=1"
+    # typed columns: counts as integers, swept numbers as numbers, undefined values as nulls
+    for name in ("generation", "cell_samples", "cell_seed", "samples"):
+        assert table.schema.field(name).type == "int64", name
+    assert table.column("samples").to_pylist()[4:6] == [None, 10]
 
     stream = io.StringIO()
     run_sweep(config, whole, figures=False, stream=stream)  # everything finished: nothing recomputed

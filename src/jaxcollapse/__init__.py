@@ -1,6 +1,6 @@
 """jaxcollapse: Monte Carlo simulation of model collapse with JAX.
 
-Example:
+Examples:
     >>> import jaxcollapse as jc
     >>> study = jc.gaussian_study(samples=100, generations=20)
     >>> result = jc.simulate(study.program(), num_chains=1000, num_generations=20, seed=0)

@@ -28,7 +28,7 @@ after trip, for its slowest element.
 
 Counts are float arrays (exact integers below 2**24 in float32).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> counts = multinomial(jax.random.key(0), 100.0, jnp.array([0.2, 0.3, 0.5]))
     >>> float(counts.sum())
@@ -362,7 +362,7 @@ def binomial(key, n, p):
     ``n`` holds non-negative integers (as floats or ints), ``p`` probabilities in [0, 1].
     Returns floats of the default float dtype.
 
-    Example:
+    Examples:
         >>> import jax
         >>> float(binomial(jax.random.key(1), 50, 0.0))
         0.0
@@ -417,7 +417,7 @@ def cumulative_weights(p):
     made the end of the block before it. It is also faster than ``cumsum`` (1.8-2.1 against
     4.8-6.0 ms for 100 x 10^4 weights).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> cumulative_weights(jnp.array([0.5, 0.0, 0.25])).tolist()
         [0.5, 0.5, 0.75]
@@ -453,7 +453,7 @@ def categorical(key, p, count: int):
     """``count`` state indices drawn from the (unnormalised) weights ``p`` (1-D) by inverse
     CDF: threefry words under the key, one per draw, searched in the cumulative weights.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> categorical(jax.random.key(0), jnp.array([0.0, 2.0, 0.0]), 3).tolist()
         [1, 1, 1]
@@ -621,7 +621,7 @@ def multinomial(key, n, p, max_count: int | None = None):
     inverse CDF (O(max_count log K + K), memory O(K)); otherwise by K - 1 conditional
     binomials on a tree (O(K), memory independent of n). Both are exact.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> multinomial(jax.random.key(0), 7.0, jnp.array([0.0, 1.0, 0.0])).tolist()
         [0.0, 7.0, 0.0]

@@ -47,11 +47,20 @@ def atomic_bytes(path: Path, data: bytes) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())  # whole on disk before it takes the name, even across a crash
+        # mkstemp makes the file private (0600); a run's files get the modes the user's
+        # umask gives any new file, so collaborators on a shared cluster can read them
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temporaries(folder: Path) -> int:

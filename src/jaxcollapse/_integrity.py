@@ -13,7 +13,7 @@ replaced by NaNs cannot slip through even with a digest recomputed to match. (A
 digest inside the file, rather than a separate manifest, keeps every write a single
 atomic rename: a kill at any moment leaves each file whole with its own digest.)
 
-Example:
+Examples:
     >>> import numpy as np
     >>> arrays = {"x": np.arange(3)}
     >>> digest = arrays_digest(arrays)

@@ -108,7 +108,7 @@ def fused_bernoulli(key, p: float, shape) -> jax.Array:
     words of data, more than 2**32 - 1 draws or ``p`` outside [0, 1] go to
     ``jax.random.bernoulli``.
 
-    Example:
+    Examples:
         >>> import jax
         >>> fused_bernoulli(jax.random.key(0), 0.9, (2, 3)).shape
         (2, 3)
@@ -217,7 +217,7 @@ def finish_pending_blocks(pending, value, finish, finish_all=None):
     the block machinery, which costs ~0.3 s of compile time, is left out (the count
     samplers then also skip their separate first pass).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> pending, value = jnp.array([False, True, False]), jnp.zeros(3)
         >>> def finish(lanes):
@@ -285,7 +285,7 @@ def gamma_from_draws(seed_words, shape, draws):
     ``seed_words`` (two uint32 words) seed only the rare further attempts. The words that
     made the draws may be reused as the seed: retries hash them, they do not reuse them.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> draw = gamma_from_draws(jnp.array([1, 2], jnp.uint32), 2.5, jnp.array([0.3, 0.5, 0.5]))
         >>> bool(draw > 0)
@@ -298,7 +298,7 @@ def gamma_from_draws(seed_words, shape, draws):
 def gamma(key, shape):
     """One Gamma(shape, 1) variate; ``shape`` is a traced scalar >= 0 (0 gives 0).
 
-    Example:
+    Examples:
         >>> import jax
         >>> draws = jax.jit(jax.vmap(gamma, (0, None)))(jax.random.split(jax.random.key(0), 4), 2.5)
         >>> draws.shape

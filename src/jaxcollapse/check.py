@@ -8,7 +8,7 @@ z < -5, an upper bound when no z > 5. A generation whose estimate or standard er
 chain) counts against the formula; a formula with nothing comparable is "NO CHECK".
 With independent chains the standard error is sd / sqrt(chains).
 
-Example:
+Examples:
     >>> import jaxcollapse as jc
     >>> study = jc.gaussian_study(samples=100, generations=5)
     >>> result = jc.simulate(study.program(), num_chains=2000, num_generations=5, seed=0)

@@ -13,7 +13,7 @@ the cache off), else ``$XDG_CACHE_HOME/jaxcollapse/xla`` (``~/.cache/jaxcollapse
 A cache folder the user configured for JAX itself (``JAX_COMPILATION_CACHE_DIR`` or
 ``jax.config``) is left as it is.
 
-Example:
+Examples:
     >>> import jaxcollapse.compile_cache as compile_cache
     >>> compile_cache.folder({"JAXCOLLAPSE_COMPILE_CACHE": "off"}) is None
     True

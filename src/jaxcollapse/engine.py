@@ -17,7 +17,7 @@ engine runs many chains of it:
 * records are either full per-chain trajectories or streaming summaries across chains
   (moments and quantile sketches, O(generations) memory).
 
-Example:
+Examples:
     >>> from jaxcollapse import gaussian_study, simulate
     >>> study = gaussian_study(samples=100, generations=5)
     >>> result = simulate(study.program(), num_chains=64, num_generations=5, seed=0)
@@ -179,6 +179,72 @@ class SimulationResult:
         if not self.sketches or metric not in self.sketches:
             raise ConfigError(f"no quantile sketch was recorded for {metric!r}; pass quantile_metrics=({metric!r},)")
         return sketch_quantiles(self.sketches[metric], quantiles)
+
+    def to_dataframe(self, quantiles=(0.05, 0.5, 0.95), theory=()):
+        """A tidy pandas table, one row per (metric, generation): ``mean``, ``se``, ``var``,
+        ``var_se``, a column ``q<level>`` per quantile (NaN where none was recorded), and
+        one column per formula of ``theory`` (a study's ``theory_curves()``): ``E[m]``
+        curves under their formula's name, ``Var[m]`` ones as ``Var <formula>``.
+
+        Examples:
+            >>> import jaxcollapse as jc
+            >>> study = jc.gaussian_study(samples=10, generations=2)
+            >>> result = jc.simulate(study.program(), num_chains=64, quantile_metrics=("w2_risk",))
+            >>> frame = result.to_dataframe(theory=study.theory_curves())
+            >>> frame.query("metric == 'w2_risk'")[["generation", "mean", "exact"]].shape
+            (3, 3)
+        """
+        pd = _optional("pandas", "to_dataframe")
+        generations = np.arange(self.num_generations + 1)
+        frames = []
+        for metric in self.metric_names:
+            block = {"generation": generations, "metric": metric, **self.summary(metric)}
+            try:
+                found = np.asarray(self.quantiles(metric, list(quantiles)), np.float64).reshape(generations.size, -1)
+            except ConfigError:  # no sketch of this metric was recorded
+                found = np.full((generations.size, len(quantiles)), np.nan)
+            for index, level in enumerate(quantiles):
+                block[f"q{level:g}"] = found[:, index]
+            for curve in theory:
+                values = np.asarray(curve.values, np.float64)
+                if values.ndim == 1 and curve.quantity in (f"E[{metric}]", f"Var[{metric}]"):
+                    name = curve.formula if curve.quantity.startswith("E[") else f"Var {curve.formula}"
+                    block[name] = values[: generations.size]
+            frames.append(pd.DataFrame(block))
+        return pd.concat(frames, ignore_index=True)  # a formula of some metrics only: NaN for the others
+
+    def to_xarray(self):
+        """An xarray Dataset: with ``record="trajectories"``, one variable per metric over
+        ``generation`` x ``chain``; with summaries, one per metric over ``generation`` x
+        ``statistic`` (mean, se, var, var_se).
+
+        Examples:
+            >>> import jaxcollapse as jc
+            >>> study = jc.gaussian_study(samples=10, generations=2)
+            >>> data = jc.simulate(study.program(), num_chains=8, record="trajectories").to_xarray()
+            >>> data["w2_risk"].dims, data["w2_risk"].shape
+            (('generation', 'chain'), (3, 8))
+        """
+        xr = _optional("xarray", "to_xarray")
+        generation = np.arange(self.num_generations + 1)
+        if self.trajectories is not None:
+            chain = np.arange(self.num_chains)
+            return xr.Dataset({metric: (("generation", "chain"), np.asarray(self.trajectories[metric]))
+                               for metric in self.metric_names}, coords={"generation": generation, "chain": chain})
+        statistics = ("mean", "se", "var", "var_se")
+        return xr.Dataset(
+            {metric: (("generation", "statistic"), np.stack([self.summary(metric)[k] for k in statistics], axis=-1))
+             for metric in self.metric_names},
+            coords={"generation": generation, "statistic": list(statistics)})
+
+
+def _optional(module: str, method: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"SimulationResult.{method} needs {module}: pip install 'jaxcollapse[results]'") from None
 
 
 def _host_moments(values: np.ndarray) -> np.ndarray:

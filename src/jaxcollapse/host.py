@@ -28,7 +28,7 @@ here, with the engine's keys and data policies and the engine's result type:
   bit-identical to an uninterrupted run. A stage may keep partial work of its own in
   :func:`stage_scratch` (OPT's generation saves its finished batches there).
 
-Example:
+Examples:
     >>> import jax.numpy as jnp, numpy as np
     >>> from jaxcollapse import DataPolicy, GaussianParams, gaussian, normal_initial, simulate
     >>> from jaxcollapse.programs import host_program

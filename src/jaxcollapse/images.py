@@ -8,7 +8,7 @@
 
 Images come back as float32 arrays (N, H, W, 1) in [0, 1] with integer labels.
 
-Example:
+Examples:
     >>> data = load_images("digits")
     >>> data.images.shape, float(data.images.max())
     ((1797, 8, 8, 1), 1.0)

@@ -6,7 +6,7 @@ heavy-tailed or bimodal data can be studied alongside the statistical error. Met
 then measured against the moment-matched Gaussian (what an infinite sample would fit,
 F_theta(p_0)), and the tail mass against p_0's own 1 % and 99 % quantiles.
 
-Example:
+Examples:
     >>> p0 = student_t_initial(df=5.0)
     >>> round(float(p0.cov[0, 0]), 4)  # df / (df - 2)
     1.6667
@@ -78,11 +78,13 @@ class InitialDistribution:
             return f"N({self.mean[0]:g}, {self.cov[0, 0]:g})"
         if self.kind == "normal":
             return f"N(mean, cov) in {self.dim} dimensions"
+        if self.kind == "numpyro":
+            return f"numpyro {self.params.get('class', type(self.distribution).__name__)}"
         return f"{self.kind}({', '.join(f'{k}={v}' for k, v in self.params.items())})"
 
     def to_json(self) -> dict:
-        if self.kind == "numpyro":
-            return {"kind": "numpyro", "repr": repr(self.distribution)}
+        if self.kind == "numpyro":  # rebuilt by from_json where the constructor's arguments were found
+            return {"kind": "numpyro", "repr": repr(self.distribution), **self.params}
         if self.kind == "normal":
             return {"kind": "normal", "mean": self.mean.tolist(), "cov": self.cov.tolist()}
         return {"kind": self.kind, **self.params}
@@ -98,6 +100,8 @@ class InitialDistribution:
             return laplace_initial(blob["loc"], blob["scale"])
         if kind == "mixture":
             return mixture_initial(blob["weights"], blob["means"], blob["sds"])
+        if kind == "numpyro":
+            return _numpyro_from_json(blob)
         raise ConfigError(
             f"p0 of kind {kind!r} cannot be rebuilt from config.json; rerun such a study from Python"
         )
@@ -194,7 +198,7 @@ def numpyro_initial(distribution, quantile_draws: int = 1_000_000, seed: int = 0
         mean = np.asarray(distribution.mean, np.float64).reshape(dim)
         cov = (np.asarray(distribution.covariance_matrix, np.float64) if dim > 1
                else np.asarray(distribution.variance, np.float64).reshape(1, 1))
-    except (NotImplementedError, AttributeError):
+    except (NotImplementedError, AttributeError, ImportError):
         mean, cov = draws.mean(0), np.atleast_2d(np.cov(draws.T))
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))):
         raise ConfigError("p0 must have a finite mean and covariance for the Gaussian fit")
@@ -203,9 +207,57 @@ def numpyro_initial(distribution, quantile_draws: int = 1_000_000, seed: int = 0
     if dim == 1:
         try:
             quantiles = tuple(float(distribution.icdf(jnp.asarray(q))) for q in (0.01, 0.99))
-        except (NotImplementedError, AttributeError):
+        # a missing icdf: numpyro raises NotImplementedError, or ImportError where it
+        # would need tensorflow_probability (the Gamma's); the draws' quantiles then
+        except (NotImplementedError, AttributeError, ImportError):
             quantiles = tuple(float(v) for v in np.quantile(draws[:, 0], [0.01, 0.99]))
-    return InitialDistribution("numpyro", {}, mean, cov, quantiles, distribution)
+    return InitialDistribution("numpyro", _numpyro_record(distribution, quantile_draws, seed), mean, cov, quantiles,
+                               distribution)
+
+
+# constructor arguments numpyro lists in arg_constraints that are other spellings of the
+# same parameter: a distribution is built from one of each
+_ALTERNATIVES = (("logits",), ("probs",), ("precision_matrix", "scale_tril"), ("covariance_matrix", "scale_tril"),
+                 ("covariance_matrix", "precision_matrix"))
+
+
+def _numpyro_record(distribution, quantile_draws: int, seed: int) -> dict:
+    """What config.json keeps of a numpyro p_0: its class in numpyro.distributions and the
+    constructor arguments that rebuild it (checked: the rebuilt one draws the same
+    numbers), with the draws its moments came from; or why it cannot be rebuilt."""
+    import numpyro.distributions as dist
+
+    name = type(distribution).__name__
+    record = {"class": name, "quantile_draws": int(quantile_draws), "seed": int(seed)}
+    if getattr(dist, name, None) is not type(distribution):
+        return {**record, "rebuild": f"{type(distribution).__module__}.{name} is not a numpyro.distributions class"}
+    arguments = {key: np.asarray(getattr(distribution, key)).tolist()
+                 for key in getattr(distribution, "arg_constraints", {}) if hasattr(distribution, key)}
+    probe = jax.random.key(0)
+    expected = np.asarray(distribution.sample(probe, (8,)))
+    for dropped in ((),) + _ALTERNATIVES:
+        chosen = {key: value for key, value in arguments.items() if key not in dropped}
+        try:
+            rebuilt = type(distribution)(**{key: jnp.asarray(value) for key, value in chosen.items()})
+            if np.array_equal(np.asarray(rebuilt.sample(probe, (8,))), expected):
+                return {**record, "arguments": chosen}
+        except (TypeError, ValueError):
+            continue
+    return {**record, "rebuild": f"no set of {name}'s arg_constraints arguments rebuilds it"}
+
+
+def _numpyro_from_json(blob: dict) -> InitialDistribution:
+    import numpyro.distributions as dist
+
+    if "arguments" not in blob:
+        why = blob.get("rebuild", "it was saved by an older jaxcollapse, which kept only its repr")
+        raise ConfigError(f"p0 {blob.get('repr', 'numpyro distribution')} cannot be rebuilt from config.json: {why}; "
+                          f"rerun such a study from Python")
+    build = getattr(dist, str(blob.get("class")), None)
+    if not isinstance(build, type):
+        raise ConfigError(f"p0: numpyro.distributions has no class {blob.get('class')!r}; rerun from Python")
+    distribution = build(**{key: jnp.asarray(value) for key, value in blob["arguments"].items()})
+    return numpyro_initial(distribution, blob["quantile_draws"], blob["seed"])
 
 
 def require_mean_vector(mean, dim: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Figures that reproduce the paper's Gaussian plots (Figures 4-6) and the risk curves.
 
-Example:
+Examples:
     >>> import jaxcollapse as jc
     >>> from jaxcollapse.plots import plot_risk
     >>> study = jc.gaussian_study(samples=100, generations=10)
@@ -36,8 +36,11 @@ _COLOURS = ("black", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:oli
 def _theory_lines(axis, study, quantity, generations):
     matching = [curve for curve in theory_curves(study) if curve.quantity == quantity]
     for curve, colour in zip(matching, _COLOURS):
-        axis.plot(generations[1:], curve.values[1:], _STYLES[curve.kind], color=colour, lw=1.5,
-                  label=f"{curve.formula} ({curve.kind})")
+        # one legend entry per curve, its kind said once ("exact", not "exact (exact)");
+        # drawn under the Monte Carlo line, which must stay visible where they agree
+        label = curve.formula if curve.formula == curve.kind else f"{curve.formula} ({curve.kind})"
+        axis.plot(generations[1:], curve.values[1:], _STYLES[curve.kind], color=colour, lw=1.2, zorder=2,
+                  label=label)
 
 
 def plot_risk(study, result, quantiles=(0.05, 0.95)):
@@ -56,7 +59,8 @@ def plot_risk(study, result, quantiles=(0.05, 0.95)):
             pass
         mean, se = summary["mean"], summary["se"]
         axis.fill_between(generations[1:], (mean - 2 * se)[1:], (mean + 2 * se)[1:], color="tab:blue", alpha=0.35)
-        axis.plot(generations[1:], mean[1:], color="tab:blue", lw=2, label=f"Monte Carlo ({result.num_chains} chains) +-2 s.e.")
+        axis.plot(generations[1:], mean[1:], color="tab:blue", lw=2.5, alpha=0.8, zorder=3,
+                  label=f"Monte Carlo ({result.num_chains} chains) +-2 s.e.")
         _theory_lines(axis, study, "E[w2_risk]", generations)
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -69,7 +73,8 @@ def plot_risk(study, result, quantiles=(0.05, 0.95)):
         variance, variance_se = summary["var"], summary["var_se"]
         axis.fill_between(generations[1:], (variance - 2 * variance_se)[1:], (variance + 2 * variance_se)[1:],
                           color="tab:orange", alpha=0.35)
-        axis.plot(generations[1:], variance[1:], color="tab:orange", lw=2, label="Monte Carlo +-2 s.e.")
+        axis.plot(generations[1:], variance[1:], color="tab:orange", lw=2.5, alpha=0.8, zorder=3,
+                  label="Monte Carlo +-2 s.e.")
         _theory_lines(axis, study, "Var[w2_risk]", generations)
         axis.set_xscale("log")
         axis.set_yscale("log")

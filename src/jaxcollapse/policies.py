@@ -22,7 +22,7 @@ accumulate policies has sum_n M_n rows) and a 0/1 float weight masks the unused 
 A row may have any shape and dtype (a float vector, a block of int32 tokens, an image):
 the buffers take the shape and dtype of D_0's rows (``Family.row`` on the data path).
 
-Example:
+Examples:
     >>> parse_policy("mix:0.8,0.1,0.1").kind
     'mix'
 """

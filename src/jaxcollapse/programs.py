@@ -7,7 +7,7 @@ start from the previous generation's parameters when they offer ``Family.refit``
 ``Family.row`` (any shape and dtype: float vectors, integer tokens, images); the buffers
 are built from it, and the samplers are checked against it when the program is built.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp, numpy as np
     >>> from jaxcollapse import gaussian, normal_initial, GaussianParams, DataPolicy, simulate
     >>> family = gaussian(dim=1)

@@ -61,8 +61,9 @@ class Section:
 def sections(scale: str = "quick", opt_checkpoint: str | None = None) -> list[Section]:
     """The sections of a reproduction at ``scale``.
 
-    >>> [s.name for s in sections("quick")][:3]
-    ['figure12-gaussian-estimation', 'figure3-discrete', 'figure4-gaussian-replace']
+    Examples:
+        >>> [s.name for s in sections("quick")][:3]
+        ['figure12-gaussian-estimation', 'figure3-discrete', 'figure4-gaussian-replace']
     """
     require_choice("scale", scale, SCALES)
     quick = scale == "quick"

@@ -8,7 +8,7 @@ the registry (:mod:`jaxcollapse.studies`), the VAE and the language model includ
 folder whose ``summary.csv`` exists holds a finished chain run and is never overwritten
 unless ``force`` is set. Files are written atomically.
 
-Example:
+Examples:
     >>> import tempfile, jaxcollapse as jc
     >>> study = jc.gaussian_study(samples=50, generations=3)
     >>> folder = tempfile.mkdtemp() + "/run"

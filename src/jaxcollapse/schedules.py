@@ -3,7 +3,7 @@
 ``M_n`` is the size of the data set D_n that generation n+1 is fitted to. The paper
 (section 4.2) argues that the risk stays bounded only when M_n grows superlinearly.
 
-Example:
+Examples:
     >>> from jaxcollapse.schedules import power
     >>> power(100, 2.0).sizes(4).tolist()
     [100, 400, 900, 1600]

@@ -10,7 +10,7 @@ Quantiles use a mergeable log-spaced histogram with 100 bins per decade over
 value between the neighbouring order statistics. Only non-negative metrics can be
 sketched.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> moments = merge_moments(np.array([2.0, 1.0, 0.5, 0.0, 0.0]), np.array([2.0, 3.0, 0.5, 0.0, 0.0]))
     >>> float(moments[1]), float(moments[2])

@@ -90,12 +90,13 @@ def load_sweep(path) -> tuple[str, list[SweepCell]]:
     """The command and the cells of the sweep file at ``path``; every cell's settings are
     checked, and its study built, before anything runs.
 
-    >>> import tempfile, pathlib
-    >>> file = pathlib.Path(tempfile.mkdtemp()) / "sweep.toml"
-    >>> _ = file.write_text('command = "gaussian"\\n[base]\\nchains = 64\\n[grid]\\nsamples = [10, 20]\\nseed = [0, 1]\\n')
-    >>> command, cells = load_sweep(file)
-    >>> [cell.name for cell in cells]
-    ['000-samples=10-seed=0', '001-samples=10-seed=1', '002-samples=20-seed=0', '003-samples=20-seed=1']
+    Examples:
+        >>> import tempfile, pathlib
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "sweep.toml"
+        >>> _ = file.write_text('command = "gaussian"\\n[base]\\nchains = 64\\n[grid]\\nsamples = [10, 20]\\nseed = [0, 1]\\n')
+        >>> command, cells = load_sweep(file)
+        >>> [cell.name for cell in cells]
+        ['000-samples=10-seed=0', '001-samples=10-seed=1', '002-samples=20-seed=0', '003-samples=20-seed=1']
     """
     path = Path(path)
     try:
@@ -255,29 +256,35 @@ def _write_tables(out: Path, cells: list[SweepCell]) -> Path:
         rows += [{"cell": cell.name, **{f"cell_{key}": _text(cell.varying.get(key)) for key in varying}, **row}
                  for row in table]
     atomic_text(out / "summary.csv", csv_text(header, [[row.get(column, "") for column in header] for row in rows]))
-    _write_parquet(out / "summary.parquet", header, rows, [f"cell_{key}" for key in varying])
+    _write_parquet(out / "summary.parquet", header, rows)
     return out / "summary.csv"
 
 
-def _write_parquet(path: Path, header: list[str], rows: list[dict], text_columns: list[str]) -> None:
+def _write_parquet(path: Path, header: list[str], rows: list[dict]) -> None:
+    """The table as Parquet with a type per column: int64 where every value is an integer
+    (generation, a swept M), float64 where every value is a number, else text; empty
+    cells are nulls."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:  # parquet is optional; the CSV holds the same table
         return
-    columns = {}
-    for name in header:
-        values = [row.get(name, "") for row in rows]
-        if name == "cell" or name in text_columns:
-            columns[name] = pa.array(values, pa.string())
-            continue
-        try:
-            columns[name] = pa.array([float(v) if v != "" else None for v in values], pa.float64())
-        except ValueError:
-            columns[name] = pa.array(values, pa.string())
+    columns = {name: _typed_column(pa, [row.get(name, "") for row in rows]) for name in header}
+    columns["cell"] = pa.array([row["cell"] for row in rows], pa.string())
     buffer = io.BytesIO()
     pq.write_table(pa.table(columns), buffer)
     atomic_bytes(path, buffer.getvalue())
+
+
+def _typed_column(pa, values: list[str]):
+    present = [v for v in values if v != ""]
+    for kind, parse in ((pa.int64(), int), (pa.float64(), float)):
+        try:
+            parsed = {v: parse(v) for v in present}
+        except ValueError:
+            continue
+        return pa.array([parsed[v] if v != "" else None for v in values], kind)
+    return pa.array(values, pa.string())
 
 
 def _text(value) -> str:

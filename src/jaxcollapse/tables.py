@@ -3,7 +3,7 @@
 Every study writes its ``summary.csv`` with these helpers, so numbers are printed the
 same way everywhere (integers as integers, floats by ``repr``, missing values empty).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> header, rows = table({"generation": np.arange(2), "x": [None, 0.5]}, generations=1)
     >>> csv_text(header, rows)

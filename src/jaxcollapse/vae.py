@@ -2,7 +2,7 @@
 (:mod:`jaxcollapse.vae_model`, plain JAX on every platform) and its training
 (:mod:`jaxcollapse.vae_train`, which alone knows how a step is best computed on XLA:CPU).
 
-Example:
+Examples:
     >>> from jaxcollapse.vae import VAEConfig, parameter_count
     >>> parameter_count(VAEConfig())
     647081

@@ -23,7 +23,7 @@ Loss: binary cross-entropy summed over pixels plus KL(q(z|x) || N(0, I)), averag
 the batch. Optimiser: Adam with L2 weight decay added to the gradient, as PyTorch's
 ``Adam(weight_decay=...)``: lr 1e-3, weight decay 1e-5, batch 256, 30 epochs by default.
 
-Example:
+Examples:
     >>> import jax, numpy as np
     >>> from jaxcollapse.images import load_images
     >>> from jaxcollapse.vae_train import train
@@ -250,7 +250,7 @@ def _pixels(pixel_key, means, mode: str):
 def decode_means(config: VAEConfig, params, z):
     """The decoder's pixel means (N, H, W, 1) of latents ``z`` (N, latent).
 
-    Example:
+    Examples:
         >>> config = VAEConfig(image_shape=(8, 8), latent=2, architecture="mlp", hidden=(8,))
         >>> decode_means(config, init_params(jax.random.key(0), config), jnp.zeros((3, 2))).shape
         (3, 8, 8, 1)

@@ -24,7 +24,7 @@ spread of the latent means of the generation's data under the *first* model's en
 classes a classifier trained once on real images assigns to the data (mode collapse,
 measured); ``train_loss``, the last epoch's loss.
 
-Example:
+Examples:
     >>> import tempfile
     >>> study = VAEStudy(generations=1, runs=2, dataset="digits", training=TrainConfig(epochs=1, batch_size=128))
     >>> summary = run_vae(study, tempfile.mkdtemp() + "/vae", figures=False, progress=False)

@@ -13,7 +13,7 @@ still inside ``jaxcollapse.keep_freed_memory()``, which the caller chooses: the 
 Every form trains the same model to the same
 parameters up to floating-point reassociation.
 
-Example:
+Examples:
     >>> import jax
     >>> from jaxcollapse.images import load_images
     >>> from jaxcollapse.vae import TrainConfig, VAEConfig
@@ -197,7 +197,7 @@ def train_runs(keys, config: VAEConfig, train_config: TrainConfig, images, weigh
     (``benchmarks/vae.py``), True otherwise. ``on_epoch(epoch, losses)`` is called after
     every epoch in the host loop (progress).
 
-    Example:
+    Examples:
         >>> import jax
         >>> from jaxcollapse.images import load_images
         >>> images = load_images("digits").images[:128]
@@ -327,7 +327,7 @@ def vae_family(config: VAEConfig, train_config: TrainConfig = TrainConfig(), mod
     for the host executor train runs with :func:`train_runs` (a host loop of compiled
     steps for the conv model on a CPU) and decode :data:`EVAL_BATCH` images at a time.
 
-    Example:
+    Examples:
         >>> config = VAEConfig(image_shape=(8, 8), latent=2, architecture="mlp", hidden=(8,))
         >>> family = vae_family(config, TrainConfig(epochs=1, batch_size=32))
         >>> family.row.shape, family.sample(jax.random.key(0), init_params(jax.random.key(1), config), 3).shape

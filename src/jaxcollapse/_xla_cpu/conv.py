@@ -49,7 +49,7 @@ def doubling_conv_transpose(x, kernel, bias):
     forward 22 -> 14 ms, backward 61 -> 32 ms; the image layer 2.7 -> 2.3 and 12.8 -> 3.8
     ms (measured; training step 162-171 -> 136-144 ms in interleaved runs).
 
-    Example:
+    Examples:
         >>> x, kernel = jnp.ones((2, 7, 7, 8)), jnp.ones((4, 4, 8, 3))
         >>> doubling_conv_transpose(x, kernel, jnp.zeros(3)).shape
         (2, 14, 14, 3)
@@ -97,7 +97,7 @@ def accepted_compiler_options() -> tuple:
     does not know fails the compilation); probed once per process, by compiling for the
     default backend, so ask only where that is the CPU.
 
-    Example:
+    Examples:
         >>> dict(accepted_compiler_options()) in ({}, COMPILER_OPTIONS)
         True
     """

@@ -70,7 +70,7 @@ def materialize(tree):
     own on a CPU; the identity elsewhere, for other leaves (integers, keys) and for every
     transformation.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> materialize({"w": jnp.arange(3.0)})["w"]
         Array([0., 1., 2.], dtype=float32)
@@ -86,7 +86,7 @@ def gradient_boundary(x):
     """The identity, whose gradient (the cotangent of reverse differentiation) is
     :func:`materialize`-d on the way back; its forward pass and tangents are untouched.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> jax.grad(lambda x: jnp.sum(gradient_boundary(x) ** 2))(jnp.arange(3.0))
         Array([0., 2., 4.], dtype=float32)
@@ -100,7 +100,7 @@ def after(value, dependency):
     scalar of each dependency, and whose trip count reads them, so it is neither removed
     nor unrolled). Not differentiable in ``value``: meant for data (arrays of numbers).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> after(jnp.arange(3.0), {"g": jnp.ones(2)})
         Array([0., 1., 2.], dtype=float32)
@@ -125,7 +125,7 @@ def value_and_grad_in_lanes(loss, params, rows, chunk: int | None, lanes: int):
     (24,000 page faults a step, 14 % of the CPU time in the kernel). In two lanes it needs
     19 MB, a few hundred faults, and the step ran 15-18 % faster (measured).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> x = jnp.arange(10.0)
         >>> loss = lambda w, x: jnp.sum((w * x) ** 2)

@@ -45,7 +45,7 @@ faults and 2.5-3.0 s a call to none and 2.1-2.2 s), but slowed programs of many 
 operations: the tiny OPT's training 15-40 % in three paired runs, the worker threads
 contending for the one arena.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> with keep_freed_memory():
     ...     total = float(jnp.ones(1000).sum())

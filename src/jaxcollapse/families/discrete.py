@@ -14,7 +14,7 @@ uses.
 probability vector alone; the study's chains also carry the generation of absorption,
 :class:`DiscreteParams`).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> family = discrete("categorical", states=3)
     >>> data = family.sample(jax.random.key(0), jnp.array([0.2, 0.3, 0.5]), 1000)

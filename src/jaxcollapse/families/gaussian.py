@@ -6,7 +6,7 @@ The exact sufficient-statistics sampler draws the sample mean ~ N(mu, Sigma / M)
 scatter matrix ~ Wishart(M - 1, Sigma) (sigma^2 chi^2_{M-1} in one dimension), which are
 independent (Cochran's theorem), so no sample is materialised.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> family = gaussian(dim=1, estimator="unbiased")
     >>> params = GaussianParams(jnp.zeros(1), jnp.eye(1))

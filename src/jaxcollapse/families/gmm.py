@@ -24,7 +24,7 @@ Initialisation of each generation's EM (``init``):
   generation. A fresh start can re-split a component that a warm start would keep
   collapsed, so the two choices age differently (docs/classical.md).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> p0 = gmm_params(jnp.array([0.5, 0.5]), jnp.array([[-3.0, 0.0], [3.0, 0.0]]), jnp.stack([jnp.eye(2)] * 2))
     >>> family = gmm(components=2, dim=2, iterations=30)

@@ -34,7 +34,7 @@ set of p_0 draws of -log KDE(x) (a logsumexp, stable in float32); ``bandwidth`` 
 sqrt(trace(H) / d); in one dimension ``w2``, the 2-Wasserstein distance to p_0, computed
 numerically (see :func:`wasserstein2`).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> family = kde(dim=1, bandwidth="scott")
     >>> data = jnp.array([[0.0], [1.0], [2.0], [9.0]])
@@ -104,7 +104,7 @@ class KDEReference(NamedTuple):
 def parse_bandwidth(value) -> float | str:
     """A positive finite number or a rule name (a numeric string is read as a number).
 
-    Example:
+    Examples:
         >>> parse_bandwidth("0.25"), parse_bandwidth("scott")
         (0.25, 'scott')
     """
@@ -243,7 +243,7 @@ def probit_quantiles(params, t):
     """Quantiles of a 1-D KDE at the levels u = Phi(t) (steps 1 and 2 of
     :func:`wasserstein2`); ``t`` sorted.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> one_point = kde(1, 0.5).fit(None, jnp.array([[1.0]]), jnp.ones(1))
         >>> [round(float(q), 3) for q in probit_quantiles(one_point, jnp.array([-1.0, 0.0, 6.0]))]  # 1 + 0.5 t

@@ -13,7 +13,7 @@ and builds its chains from these pieces. :func:`regression` is the same family a
 :class:`~jaxcollapse.families.Family` for one shared design, whose rows are the pairs
 (x, y): weighted least squares, so every data policy applies to it.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp, numpy as np
     >>> design = np.random.default_rng(0).standard_normal((50, 2))
     >>> family = regression(design, noise=0.1)

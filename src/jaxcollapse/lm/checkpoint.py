@@ -6,7 +6,7 @@ name them ``decoder.*`` (the original facebook/opt-* uploads) load too. PyTorch 
 weights are (out, in) and are transposed to Flax's (in, out) kernels. ``lm_head.weight``
 is tied to ``model.decoder.embed_tokens.weight`` and is neither needed nor written.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from flax import nnx
     >>> from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM

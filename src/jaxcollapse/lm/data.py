@@ -12,7 +12,7 @@
 * :func:`sample_real_fraction`: a generation's training set with a random share of the
   original blocks (the paper's "10% of original training data preserved" setting).
 
-Example:
+Examples:
     >>> texts = ["the cat sat on the mat\\n", "a dog sat on a log\\n"] * 200
     >>> tokenizer = train_bpe_tokenizer(texts, vocab_size=300)
     >>> ids = tokenizer.encode(texts)
@@ -88,7 +88,7 @@ def numpy_rng(seed, *path: int) -> np.random.Generator:
     ``fold_in`` along ``path`` for a JAX key (typed or raw ``uint32[2]``). A Generator is
     returned as is (it is consumed; ``path`` is not allowed with it).
 
-    Example:
+    Examples:
         >>> float(numpy_rng(0, 1).random()) == float(numpy_rng(0, 1).random())
         True
     """
@@ -144,7 +144,7 @@ def load_corpus(name_or_path, *, cache_dir=None) -> TextCorpus:
 
     Every split must contain some non-blank text, else :class:`ConfigError`.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     path = Path(folder) / "corpus.txt"
@@ -353,7 +353,7 @@ def train_bpe_tokenizer(texts, vocab_size: int = 8192, *, min_frequency: int = 2
     symbols are always in the vocabulary, so ``vocab_size`` must be >= 258; merges stop
     earlier when the text has no more pairs seen ``min_frequency`` times.
 
-    Example:
+    Examples:
         >>> tokenizer = train_bpe_tokenizer(["hello world\\n"] * 50, vocab_size=270)
         >>> tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.vocab_size <= 270
         (0, 1, 1, True)
@@ -472,7 +472,7 @@ def make_blocks(token_ids, block_size: int) -> np.ndarray:
             one 1-D array.
         block_size: >= 1.
 
-    Example:
+    Examples:
         >>> make_blocks([[1, 2, 3], [4, 5], [6, 7, 8]], block_size=3)
         array([[1, 2, 3],
                [4, 5, 6]], dtype=int32)
@@ -496,7 +496,7 @@ def make_blocks(token_ids, block_size: int) -> np.ndarray:
 def tokenize_corpus(corpus: TextCorpus, tokenizer: TextTokenizer, block_size: int) -> BlockSplits:
     """Encode every split of ``corpus`` and cut it into blocks (:func:`make_blocks`).
 
-    Example:
+    Examples:
         >>> rows = [f"row {i} of the corpus\\n" for i in range(400)]
         >>> corpus = TextCorpus(rows[:360], rows[360:380], rows[380:], "toy")
         >>> splits = tokenize_corpus(corpus, train_bpe_tokenizer(rows, 300), block_size=32)
@@ -530,10 +530,11 @@ def sample_real_fraction(seed, real_blocks, synthetic_blocks, fraction: float, *
 
     Args:
         seed: an integer >= 0, a JAX key, or a numpy Generator.
-        real_blocks, synthetic_blocks: ``(n, block_size)`` integer arrays.
+        real_blocks: ``(n, block_size)`` integer array of real blocks.
+        synthetic_blocks: ``(n, block_size)`` integer array of written blocks.
         fraction: in [0, 1].
 
-    Example:
+    Examples:
         >>> real = np.zeros((10, 4), np.int32); synthetic = np.ones((10, 4), np.int32)
         >>> mix = sample_real_fraction(0, real, synthetic, 0.3)
         >>> mix.blocks.shape, int(mix.is_real.sum()), bool((mix.blocks[mix.real_indices] == 0).all())

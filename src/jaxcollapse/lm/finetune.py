@@ -14,7 +14,7 @@ inside an XLA loop (see :mod:`jaxcollapse.vae_train`). On a CPU the step also co
 gradient the way XLA:CPU runs fastest (:func:`training_apply`, :func:`train_chunk_rows`),
 the same gradient up to rounding.
 
-Example:
+Examples:
     >>> import jax, numpy as np
     >>> from flax import nnx
     >>> from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM, functional
@@ -119,7 +119,7 @@ def training_apply(apply: Callable) -> Callable:
     otherwise recompute it in every consumer (see :class:`~jaxcollapse.lm.opt.OPTForCausalLM`);
     elsewhere ``apply`` itself. The same values and gradients either way.
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> from jaxcollapse.lm.opt import OPTConfig, OPTForCausalLM, functional
         >>> apply, params = functional(OPTForCausalLM(OPTConfig.preset("tiny", vocab_size=16), rngs=nnx.Rngs(0)))

@@ -112,7 +112,7 @@ def reorder_cache(cache, indices: jax.Array):
     Scalar leaves (the write ``index``) are left alone. A decoder whose cache has another
     layout passes its own function as ``DecoderFns.reorder_cache``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> cache = {"keys": jnp.arange(6.0).reshape(1, 3, 2), "index": jnp.int32(2)}
         >>> reorder_cache(cache, jnp.array([2, 2, 0]))["keys"][0].tolist()
@@ -176,7 +176,7 @@ class GenerationConfig:
     ``min_new_tokens`` bans EOS (-inf score) until that many tokens were generated; with
     ``min_new_tokens == max_new_tokens`` every row gets exactly ``max_new_tokens`` real tokens.
 
-    Example:
+    Examples:
         >>> GenerationConfig(max_new_tokens=64, min_new_tokens=64, method="beam", num_beams=5,
         ...                  repetition_penalty=2.0, eos_token_id=2, pad_token_id=1).num_beams
         5
@@ -248,7 +248,7 @@ class GenerationConfig:
 def prompt_position_ids(mask: jax.Array) -> jax.Array:
     """Position ids of a left-padded prompt: ``cumsum(mask) * mask - 1`` (-1 on padding).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> prompt_position_ids(jnp.array([[0, 0, 1, 1], [1, 1, 1, 1]])).tolist()
         [[-1, -1, 0, 1], [0, 1, 2, 3]]

@@ -20,7 +20,7 @@ The key/value cache (:class:`KVCache`) is a fixed-shape buffer of ``max_length``
 sequence, shared write position ``index``; left padding is handled by the attention mask
 over slots, so one compiled step serves every decoding position.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> config = OPTConfig.preset("tiny", vocab_size=64)
@@ -77,7 +77,7 @@ class OPTConfig:
     ``word_embed_proj_dim=None`` means ``hidden_size`` (as in Hugging Face). Values are
     checked on construction; errors name the field and the accepted range.
 
-    Example:
+    Examples:
         >>> config = OPTConfig.preset("opt-125m")
         >>> config.hidden_size, config.num_hidden_layers, config.head_dim
         (768, 12, 64)

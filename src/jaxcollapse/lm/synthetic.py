@@ -43,7 +43,7 @@ and :attr:`SyntheticLanguage.pad_id` = ``V + 1``; a model needs
 :attr:`SyntheticLanguage.model_vocab_size` = ``V + 2`` ids. The source never emits the
 special ids; their true probability is 0 (log-probability ``-inf``).
 
-Example:
+Examples:
     >>> language = SyntheticLanguage(vocab_size=32, zipf_exponent=1.1, context_weight=0.75, seed=0)
     >>> tokens = language.sample(0, n_sequences=200, length=64)
     >>> tokens.shape, tokens.dtype.name, language.model_vocab_size
@@ -99,7 +99,7 @@ class SyntheticLanguage:
         context_weight: lam in [0, 1], the weight of the context-specific ranking.
         seed: integer >= 0 fixing the rankings.
 
-    Example:
+    Examples:
         >>> language = SyntheticLanguage(vocab_size=8, seed=1)
         >>> table = language.transition_table()
         >>> table.shape, bool(np.allclose(table.sum(-1), 1.0))
@@ -266,7 +266,7 @@ class SyntheticLanguage:
         Sequence i uses row i of one (n_sequences, 2 * length - 3) array of uniforms, so
         the first sequences do not change when more are asked for.
 
-        Example:
+        Examples:
             >>> language = SyntheticLanguage(vocab_size=16)
             >>> bool((language.sample(3, 4, 10) == language.sample(3, 4, 10)).all())
             True
@@ -328,7 +328,7 @@ class SyntheticLanguage:
         generated continuation concatenated, with ``prompt_length`` = the prompt's length.
         Returns shape (n,) (a scalar for a 1-D sequence).
 
-        Example:
+        Examples:
             >>> language = SyntheticLanguage(vocab_size=4, seed=0)
             >>> t = np.array([0, 1, 2, 3])
             >>> bool(np.isclose(language.log_prob(t), np.log(language.transition_prob(0, 1, 2))
@@ -347,7 +347,7 @@ class SyntheticLanguage:
         under the true model instead of the generation-0 model). Pool sequences as
         ``exp(-sum(log_prob) / sum(n_scored))``.
 
-        Example:
+        Examples:
             >>> language = SyntheticLanguage(vocab_size=8)
             >>> language.true_perplexity(language.sample(0, 5, 128), prompt_length=64).shape
             (5,)
@@ -385,7 +385,7 @@ class SyntheticLanguage:
         the bins entirely below the crossing bin are in T, and only the crossing bin is
         sorted (equal values share a bin, so ties are never split).
 
-        Example:
+        Examples:
             >>> language = SyntheticLanguage(vocab_size=6)
             >>> q = language.trigram_distribution()
             >>> tau = language.tail_threshold(0.2)
@@ -419,7 +419,7 @@ class SyntheticLanguage:
             tokens: an integer array (n, L) or (L,), or a list of 1-D sequences of any lengths.
             tail_fraction: in [0, 1].
 
-        Example:
+        Examples:
             >>> language = SyntheticLanguage(vocab_size=3, zipf_exponent=1.0)
             >>> lost = language.lost_mass(np.array([[0, 1, 0, 1, 0]]))
             >>> bool(np.isclose(lost.unigram, language.unigram_distribution[2])), lost.trigrams_seen
@@ -491,7 +491,7 @@ def synthetic_corpus(language: SyntheticLanguage, n_train_blocks: int, n_valid_b
     (i = 0, 1, 2 for train, valid, test), so one split does not change when another's
     size does. ``seed``: an integer >= 0 or a JAX key.
 
-    Example:
+    Examples:
         >>> language = SyntheticLanguage(vocab_size=16)
         >>> splits = synthetic_corpus(language, 100, 10, 10, block_size=64, seed=0)
         >>> splits.train.shape, splits.test.dtype.name

@@ -17,7 +17,7 @@ the ``jaxcollapse`` command included)::
     [project.entry-points."jaxcollapse.studies"]
     laplace = "my_package.laplace_study:COMMAND"
 
-Example:
+Examples:
     >>> from jaxcollapse.studies import command
     >>> gaussian = command("gaussian")
     >>> study, settings = gaussian.build(gaussian.values({"samples": 50, "generations": 3, "chains": 64}))

@@ -6,7 +6,7 @@ this protocol alone, and :class:`ChainStudy` gives the members most studies shar
 :class:`StudyCommand` publishes a study to the CLI, sweeps, ``reproduce`` and ``resume``:
 its :class:`Option` table is the one list of settings that all of them read.
 
-Example:
+Examples:
     >>> option = Option("samples", 100, "M", int)
     >>> option.flag, option.convert([20]), option.convert("20")
     ('--samples', 20, 20)
@@ -287,8 +287,17 @@ class Option(NamedTuple):
             if self.negation:
                 parser.add_argument("--" + self.negation.replace("_", "-"), dest=self.name, action="store_false")
             return
-        parser.add_argument(self.flag, dest=self.name, type=self.parse, default=self.default, help=self.help,
+        parser.add_argument(self.flag, dest=self.name, type=self.parse, default=self.default, help=self.help_text,
                             metavar=self.metavar)
+
+    @property
+    def help_text(self) -> str:
+        """The help, with the default where the help does not already say it (``--help``
+        shows every default)."""
+        if self.default is None or self.parse is None or "default" in self.help:
+            return self.help
+        shown = ",".join(str(v) for v in self.default) if isinstance(self.default, (tuple, list)) else self.default
+        return f"{self.help} (default {shown})".strip()
 
 
 def render_command_line(command: str, settings: dict) -> list[str]:

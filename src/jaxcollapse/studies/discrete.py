@@ -21,7 +21,7 @@ carries the generation at which that happened. The families themselves (fit, sam
 metrics, the counts samplers) are :mod:`jaxcollapse.families.discrete`; ``COMMAND`` is
 the ``discrete`` study command.
 
-Example:
+Examples:
     >>> import jaxcollapse as jc
     >>> study = discrete_study(samples=20, generations=30, states=5, init="uniform")
     >>> result = jc.simulate(study.program(), num_chains=256, num_generations=30, seed=0)
@@ -155,7 +155,7 @@ def parse_discrete_initial(text: str, states: int = 20, kind: str = "categorical
     ``fat-mixture``, ``probs:P1,P2,...``; Bernoulli: ``bernoulli:P`` (or ``P``);
     Poisson: ``poisson:LAMBDA`` (or ``LAMBDA``).
 
-    Example:
+    Examples:
         >>> parse_discrete_initial("zipf:1.1", states=4).states
         4
     """

@@ -4,7 +4,7 @@ JSON-serialisable description of one setting.
 It maps one to one onto the CLI flags and is saved with every run (``config.json``), so
 any run can be repeated exactly.
 
-Example:
+Examples:
     >>> from jaxcollapse import gaussian_study, simulate
     >>> study = gaussian_study(samples=50, generations=10, regime="accumulate")
     >>> result = simulate(study.program(), num_chains=32, num_generations=10, seed=1)
@@ -52,10 +52,10 @@ REQUIRED_COLUMNS = (
 )
 
 
-def _sufficient_program(family, policy_spec, dim: int, generations: int, arguments) -> ChainProgram:
-    """The sufficient-statistics chain of a Gaussian study, reading its sample sizes and
-    p_0 (``arguments``: ``sizes``, ``reference``) from arrays that may be traced."""
-    sizes, reference = arguments["sizes"], arguments["reference"]
+def _sufficient_program(family, policy_spec, dim: int, generations: int, reference, arguments) -> ChainProgram:
+    """The sufficient-statistics chain of a Gaussian study, reading its sample sizes
+    (``arguments["sizes"]``) from an array that may be traced."""
+    sizes = arguments["sizes"]
     theta0 = GaussianParams(reference.mean, reference.cov)
     policy = stats_program(policy_spec, family.sufficient, theta0)
     fit_stats = family.sufficient.fit
@@ -150,12 +150,15 @@ class GaussianStudy(ChainStudy):
                 num_generations=self.generations,  # sizes_np is a placeholder when G = 0
             )
 
-        # the sufficient path's numbers (sample sizes, p_0) are traced arguments: studies
-        # that differ only in them (a sweep over M or sigma, the trajectory figure's
-        # sample sizes) share one compilation in a process (ChainProgram.cache_key)
-        arguments = {"sizes": sizes, "reference": reference}
-        bind = functools.partial(_sufficient_program, family, self.policy, dim, self.generations)
-        cache_key = ("gaussian-sufficient", dim, self.estimator, self.policy, self.generations)
+        # the sufficient path's sample sizes are a traced argument: studies that differ only
+        # in them (a sweep over M, the trajectory figure's sample sizes) share one
+        # compilation in a process (ChainProgram.cache_key). p_0 stays a constant of the
+        # program: traced, the metrics' arithmetic on it rounds differently by segment
+        # length, and a run's numbers would depend on its checkpoint interval
+        arguments = {"sizes": sizes}
+        bind = functools.partial(_sufficient_program, family, self.policy, dim, self.generations, reference)
+        cache_key = ("gaussian-sufficient", dim, self.estimator, self.policy, self.generations,
+                     tuple(np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(reference)))
         return bind(arguments)._replace(arguments=arguments, bind=bind, cache_key=cache_key)
 
     # -- the run folder (the Study protocol) -------------------------------------------

@@ -5,7 +5,7 @@ setting; ``blob``: one standard 2-D Gaussian, which a k > 1 mixture over-fits); 
 generation fits a k-component GMM by a fixed number of EM iterations to D_n, built by any
 data policy of the engine, and the next generation samples it.
 
-Example:
+Examples:
     >>> from jaxcollapse import simulate
     >>> study = gmm_study(samples=200, generations=3, iterations=5)
     >>> result = simulate(study.program(), num_chains=16, num_generations=3, seed=0)

@@ -9,7 +9,7 @@ replace regime the expected model variance obeys E[V_{n+1}] = (1 - 1/M_n) E[V_n]
 (:mod:`jaxcollapse.theory.kde`): not "+ h^2 per generation", which the check reports as
 disagreeing once a run has enough chains.
 
-Example:
+Examples:
     >>> from jaxcollapse import simulate
     >>> study = kde_study(samples=20, generations=3, bandwidth=0.5)
     >>> result = simulate(study.program(), num_chains=32, num_generations=3, seed=0, metrics=("variance",))

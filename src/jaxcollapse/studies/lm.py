@@ -1,7 +1,7 @@
 """The ``lm`` study command: an OPT language model fine-tuned on its own text (paper
 section 5.2, Figures 10, 11, 14, 15). The language-model modules load on first use.
 
-Example:
+Examples:
     >>> study, settings = COMMAND.build(COMMAND.values({"generations": 2, "beams": 1}))
     >>> study.model, study.generations, study.beams
     ('tiny', 2, 1)

@@ -22,7 +22,7 @@ excess error at a test point x ~ N(0, I_d)), ``weight_norm`` = ||w_n||^2 and
 ``train_error`` = ||X (w_n - w*)||^2 / T. Closed forms: :mod:`jaxcollapse.theory.regression`;
 the family's pieces (labels, fit, noise, metrics): :mod:`jaxcollapse.families.regression`.
 
-Example:
+Examples:
     >>> from jaxcollapse import simulate
     >>> study = regression_study(samples=40, dim=4, generations=3, regime="accumulate")
     >>> result = simulate(study.program(), num_chains=32, num_generations=3, seed=0)
@@ -437,7 +437,7 @@ def regression_study(
     ``design_seed``) or a (T, d) array (a shared design of your own); ``true_weights``
     defaults to ones(d) / sqrt(d).
 
-    Example:
+    Examples:
         >>> regression_study(samples=50, dim=5, regime="accumulate").policy.kind
         'accumulate'
     """

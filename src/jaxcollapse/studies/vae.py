@@ -2,7 +2,7 @@
 Figures 8 and 9). The VAE modules load on first use (flax and optax are not needed to
 list the commands).
 
-Example:
+Examples:
     >>> study, settings = COMMAND.build(COMMAND.values({"dataset": "digits", "generations": 1, "epochs": 1}))
     >>> study.model.architecture, settings.progress
     ('mlp', True)

@@ -16,7 +16,7 @@ D_n is M_n draws from Poisson(lambda_n) and lambda_{n+1} = mean(D_n); S_n = sum(
 Galton-Watson process whose step n has Poisson offspring with mean M_n / M_{n-1}, so it is
 critical for constant M. lambda_g = 0 is absorbing ("collapse").
 
-Example:
+Examples:
     >>> import numpy as np
     >>> exact = categorical_chain_exact([0.2, 0.3, 0.5], np.full(3, 4))
     >>> bool(np.allclose(exact["heterozygosity"], heterozygosity_exact(np.full(3, 4), [0.2, 0.3, 0.5])))
@@ -132,7 +132,7 @@ def heterozygosity_exact(sizes, p0) -> np.ndarray:
     Given p_n, E[p_{n+1}[i]^2] = p_n[i]^2 + p_n[i] (1 - p_n[i]) / M_n, so the expected
     heterozygosity shrinks by exactly (1 - 1/M_n) per generation (Wright-Fisher drift).
 
-    Example:
+    Examples:
         >>> [round(float(h), 6) for h in heterozygosity_exact([2, 4], [0.5, 0.5])]
         [0.5, 0.25, 0.1875]
     """
@@ -146,7 +146,7 @@ def loss_probability_first_generation(p0, m0) -> np.ndarray:
 
     Computed as exp(M_0 log1p(-p0)) so that small p0[i] keeps full relative precision.
 
-    Example:
+    Examples:
         >>> [round(float(x), 6) for x in loss_probability_first_generation([0.1, 0.9], 10)]
         [0.348678, 0.0]
     """
@@ -158,7 +158,7 @@ def loss_probability_first_generation(p0, m0) -> np.ndarray:
 def expected_support_first_generation(p0, m0) -> float:
     """E[#states alive at generation 1] = sum_{p0_i > 0} (1 - (1 - p0_i)^{M_0}).
 
-    Example:
+    Examples:
         >>> round(expected_support_first_generation([0.1, 0.9, 0.0], 10), 6)
         1.651322
     """
@@ -184,7 +184,7 @@ def categorical_chain_exact(p0, sizes, max_states: int = _MAX_STATES) -> dict:
     bounded (large transition matrices are built in blocks), time grows as states^2 * K per
     generation: K = 3, M = 40 (861 states) over 200 generations takes a fraction of a second.
 
-    Example:
+    Examples:
         >>> exact = categorical_chain_exact([0.5, 0.5], [1, 1])
         >>> exact["absorbed"].tolist()
         [0.0, 1.0, 1.0]
@@ -290,7 +290,7 @@ def absorption_time_exact(p0, m, g_max: int | None = None, max_states: int = _MA
     g = 0..g_max by forward propagation. At most ``max_states`` count vectors (a dense
     solve over them): K = 2, M = 500 takes a few hundredths of a second.
 
-    Example:
+    Examples:
         >>> exact = absorption_time_exact([0.5, 0.5], 2)
         >>> round(exact["mean"], 12), round(exact["var"], 12)  # absorbed at each step w.p. 1/2
         (2.0, 2.0)
@@ -344,7 +344,7 @@ def bernoulli_absorption_exact(p0: float, m, g_max: int | None = None) -> dict:
     order as ``absorption_time_exact([1 - p0, p0], m)``, "expected_steps" (M+1,) t(j) from
     count j (0 at j = 0, M), and with ``g_max`` the "pmf" P(T = g), g = 0..g_max.
 
-    Example:
+    Examples:
         >>> exact = bernoulli_absorption_exact(0.5, 2)
         >>> round(exact["mean"], 12), exact["absorbed_in"].round(12).tolist()
         (2.0, [0.5, 0.5])
@@ -375,7 +375,7 @@ def bernoulli_chain_exact(p0: float, sizes) -> dict:
     P(p_g > 0) (state 1 not yet lost), "mean_p" E[p_g] (= p0). Each distinct (M_{n-1}, M_n)
     pair builds one dense matrix, so M up to a few thousand.
 
-    Example:
+    Examples:
         >>> exact = bernoulli_chain_exact(0.5, [2, 2])
         >>> exact["absorbed_zero"].round(12).tolist(), exact["survival"].round(12).tolist()
         ([0.0, 0.25, 0.375], [1.0, 0.75, 0.625])
@@ -419,7 +419,7 @@ def kimura_mean_absorption_time(p0, m) -> float:
 
     A scalar p0 is read as the Bernoulli p = P(state 1).
 
-    Example:
+    Examples:
         >>> round(kimura_mean_absorption_time(0.5, 100), 4)  # 2 M ln 2
         138.6294
     """
@@ -439,7 +439,7 @@ def poisson_extinction_exact(lambda0: float, sizes) -> np.ndarray:
     P(lambda_g = 0) = F_0(h_1(...h_{g-1}(0))). The composition is carried on w = 1 - z with
     w <- -expm1(-r w), which keeps small survival probabilities w accurate.
 
-    Example:
+    Examples:
         >>> [round(float(x), 6) for x in poisson_extinction_exact(1.0, [1, 1])]  # exp(-1), exp(exp(-1) - 1)
         [0.0, 0.367879, 0.531464]
     """
@@ -480,7 +480,7 @@ def suresh_unigram_survival_bound(p0, m, n_generations: int) -> np.ndarray:
 
     Returns the bound, shape (G+1, K) over g = 0..G; states with p0[i] = 0 get 0.
 
-    Example:
+    Examples:
         >>> [round(float(x), 4) for x in suresh_unigram_survival_bound([0.5, 0.5], 4, 2)[:, 1]]
         [1.0, 0.8647, 0.6321]
     """

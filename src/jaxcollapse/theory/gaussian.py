@@ -16,7 +16,7 @@ fourth central moment of R, hence the exact standard error of a sample variance)
 E[s^i (s - 1)^p] are computed from the deviations E[s^i] - 1, which keeps full relative
 precision up to M ~ 1e7 (plain gamma-function ratios lose it from M ~ 1e4).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> exact = replace_exact(np.full(3, 100), sigma=1.0, ddof=1)
     >>> round(float(exact["w2_risk"][1]), 5)  # 1/M + E(sigma_1 - 1)^2

@@ -43,7 +43,7 @@ Only first and second moments enter, so these hold exactly for any p_0 with a fi
 variance; a regime other than replace mixes other distributions (or a pool of earlier
 generations) into D_n and is not covered here.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> variance_exact(np.full(3, 10), initial_variance=1.0, dim=1, bandwidth=0.5).round(4).tolist()
     [1.0, 1.15, 1.285, 1.4065]

@@ -47,7 +47,7 @@ Carlo of the recursion itself in tests/test_regression.py.
 Every function returns arrays over generations n = 0..G (value 0 at n = 0 for the
 errors). A moment that does not exist (too few samples for it) is ``inf``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> exact = random_design_exact(samples=100, dim=10, noise=1.0, generations=3, regime="replace")
     >>> np.round(exact["test_error"], 6)  # n sigma^2 d / (T - d - 1)
@@ -74,7 +74,7 @@ def regime_factor(generations: int, regime: str) -> np.ndarray:
     Replace adds one unit of OLS noise per generation (c_n = n); accumulate adds the
     noise of generation i with weight 1/i (c_n = sum_{i<=n} 1/i^2 < pi^2/6).
 
-    Example:
+    Examples:
         >>> regime_factor(3, "accumulate").round(4)
         array([0.    , 1.    , 1.25  , 1.3611])
     """
@@ -110,7 +110,7 @@ def fixed_design_exact(design, noise: float, generations: int, regime: str, true
     Keys: ``test_error``, ``test_error_var``, ``test_error_central4``, ``train_error``,
     ``train_error_var``, ``train_error_central4``, ``weight_norm``, ``weight_norm_var``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> exact = fixed_design_exact(np.eye(2) * 2.0, 1.0, 2, "replace")
         >>> exact["test_error"]  # n sigma^2 tr (X^T X)^{-1} = n (1/4 + 1/4)
@@ -157,7 +157,7 @@ def random_design_exact(samples: int, dim: int, noise: float, generations: int, 
     The same keys as :func:`fixed_design_exact`; needs T > d + 1 for the means, T > d + 3
     for the variances (``inf`` otherwise) and T > d + 7 for the fourth central moment.
 
-    Example:
+    Examples:
         >>> exact = random_design_exact(20, 2, 1.0, 1, "replace")
         >>> round(float(exact["test_error"][1]), 6), round(float(exact["test_error_var"][1]), 6)
         (0.117647, 0.017532)
