@@ -192,10 +192,14 @@ def test_progress_meter_reports_generations_only_when_enabled():
 
     stream = io.StringIO()
     meter = Progress(total_generations=10, num_chains=100, chunks=2, enabled=True, stream=stream)
+    meter.compiled(1.25)
     meter.update(chunk=0, generation=5, chains_in_chunk=50, generations_done=5)
+    meter.update(chunk=1, generation=10, chains_in_chunk=50, generations_done=10)
     meter.close()
     text = stream.getvalue()
-    assert "generation 5/10" in text and "chunk 1/2" in text and "chain-generations/s" in text
+    # one bar across chunks (750 of 1000 chain-generations), its ETA, compilation apart
+    assert "generation 10/10, chunk 2/2" in text and "750/1.00k" in text and "chain-generations/s" in text
+    assert "compiled in 1.2 s" in text and "<" in text  # tqdm's elapsed<remaining
     quiet = io.StringIO()
     meter = Progress(total_generations=10, num_chains=100, chunks=1, stream=quiet)  # not a terminal
     meter.update(chunk=0, generation=10, chains_in_chunk=100, generations_done=10)

@@ -273,3 +273,16 @@ def test_a_checkpoint_that_is_not_opt_is_refused(tmp_path):
 def test_the_paper_preset_needs_a_checkpoint(capsys):
     assert main(["lm", "--preset", "paper-10pct-real", "--out", "unused"]) == 2
     assert "pass --model DIR" in capsys.readouterr().err
+
+
+def test_figure_titles_say_how_the_blocks_were_written():
+    import dataclasses
+
+    from jaxcollapse.lm.figures import _decoding
+    from jaxcollapse.lm.runs import LMStudy
+
+    study = LMStudy()
+    assert _decoding(dataclasses.replace(study, decoding="beam", beams=5)) == "beam search, 5 beams"
+    assert _decoding(dataclasses.replace(study, decoding="sample", beams=5, temperature=0.7)) == (
+        "sampled at temperature 0.7")  # not "5 beams": a sampled run uses none
+    assert _decoding(dataclasses.replace(study, decoding="greedy")) == "greedy decoding"

@@ -620,6 +620,7 @@ def simulate(
                 compiled[name] = compiled[name].lower(carry_spec, chain_ids, valid, jnp.int32(0), root,
                                                       arguments).compile()
             compile_seconds = time.perf_counter() - tick
+            meter.compiled(compile_seconds)
             if cache_key is not None:
                 _COMPILED[cache_key] = compiled
         if chunk == resumed.chunk and resumed.carry is not None:

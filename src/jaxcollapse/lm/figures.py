@@ -47,6 +47,21 @@ def _bins(scored: dict) -> np.ndarray:
     return np.geomspace(max(low, 1e-3), max(high, low * 1.01), 60)
 
 
+def _decoding(study) -> str:
+    """How the blocks were written, as the figures' titles say it."""
+    if study.decoding == "sample":
+        return f"sampled at temperature {study.temperature:g}"
+    if study.decoding == "beam" and study.beams > 1:
+        return f"beam search, {study.beams} beams"
+    return "greedy decoding"
+
+
+def _integer_generations(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
+
+
 def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]:
     """Write the figures listed in the module docstring into ``folder``; returns their names."""
     folder = Path(folder)
@@ -58,6 +73,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
         axis.plot(generations, line, color="tab:blue", alpha=0.35, lw=1)
     axis.plot(generations, _run_mean(test), "o-", color="tab:blue", lw=2, label=f"mean of {len(test)} runs")
     axis.set_xlabel("generation")
+    _integer_generations(axis)
     axis.set_ylabel("perplexity on the real test set")
     axis.set_title(f"{study.corpus}: {int(round(study.real_fraction * 100))}% real data kept, {study.epochs} epochs",
                    fontsize=10)
@@ -76,7 +92,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
     axis.set_xscale("log")
     axis.set_xlabel("perplexity of a written block under the generation-0 model")
     axis.set_ylabel("density")
-    axis.set_title(f"repetition penalty {study.repetition_penalty:g}, {study.beams} beams", fontsize=10)
+    axis.set_title(f"repetition penalty {study.repetition_penalty:g}, {_decoding(study)}", fontsize=10)
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(folder / name, dpi=110)
@@ -107,6 +123,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
             axis.plot(generations, _run_mean(mean), "s--", label="mean over written blocks")
         axis.axhline(source, color="black", lw=1, label=f"the source itself ({source:.1f})")
         axis.set_xlabel("generation (model that wrote the blocks)")
+        _integer_generations(axis)
         axis.set_ylabel("exact perplexity under the true source")
         axis.legend(fontsize=8)
         figure.tight_layout()
@@ -119,6 +136,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
             _, table = _by_generation(rows, column)
             axis.plot(generations, _run_mean(table), "o-", label=label)
         axis.set_xlabel("generation (model that wrote the blocks)")
+        _integer_generations(axis)
         axis.set_ylabel("true probability mass")
         axis.legend(fontsize=8)
         figure.tight_layout()
