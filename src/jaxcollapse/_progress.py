@@ -13,7 +13,7 @@ Examples:
     >>> meter = Progress(total_generations=4, num_chains=10, chunks=1, enabled=True, stream=stream)
     >>> meter.update(chunk=0, generation=4, chains_in_chunk=10, generations_done=4)
     >>> meter.close()
-    >>> "generation 4/4" in stream.getvalue() and "40/40" in stream.getvalue()
+    >>> "generation 4/4: 100%" in stream.getvalue()
     True
 """
 
