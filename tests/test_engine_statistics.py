@@ -153,3 +153,21 @@ def test_a_numpyro_p0_is_saved_so_that_rerun_repeats_the_run(tmp_path):
     custom = jc.numpyro_initial(Shifted(0.0, 1.0), quantile_draws=1000)
     with pytest.raises(jc.ConfigError, match="is not a numpyro.distributions class.*rerun such a study from Python"):
         type(custom).from_json(custom.to_json())
+
+
+@pytest.mark.parametrize("regime", ["accumulate", pytest.param("replace", marks=pytest.mark.slow)])
+def test_a_non_gaussian_p0_runs_exact_statistics_after_d0_equal_in_distribution_to_the_data_path(regime):
+    """Only D_0 comes from a Student-t p_0; every later generation samples a Gaussian, so the
+    sufficient path (D_0's statistics computed from its draws, later ones drawn exactly)
+    and the data path give the same law: every metric's mean agrees within 5 standard
+    errors of the difference of two independent estimates, at every generation."""
+    p0 = jc.student_t_initial(5.0)
+    studies = {path: jc.gaussian_study(samples=20, generations=6, regime=regime, initial=p0, path=path)
+               for path in ("sufficient", "data")}
+    assert jc.gaussian_study(samples=20, generations=6, regime=regime, initial=p0).resolved_path == "sufficient"
+    sufficient = jc.simulate(studies["sufficient"].program(), num_chains=8000, seed=11)
+    data = jc.simulate(studies["data"].program(), num_chains=8000, seed=12)
+    for metric in ("w2_risk", "mean_error", "sigma2", "var_x", "tail_mass"):
+        a, b = sufficient.summary(metric), data.summary(metric)
+        z = (a["mean"] - b["mean"])[1:] / np.sqrt(a["se"] ** 2 + b["se"] ** 2)[1:]
+        assert np.all(np.abs(z) <= 5), (metric, z)

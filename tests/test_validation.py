@@ -34,7 +34,8 @@ from jaxcollapse import ConfigError
     (dict(generations=-1), "generations must be an integer >= 0"),
     (dict(generations=2.5), "generations must be an integer >= 0"),
     (dict(regime="accumulate-subsample", path="sufficient"), "needs path='data'"),
-    (dict(initial=jc.student_t_initial(5.0), path="sufficient"), "needs a Gaussian p0"),
+    (dict(initial=jc.student_t_initial(5.0), path="sufficient", regime="fresh-real:0.5"),
+     "with a non-Gaussian p0 runs the regimes replace, accumulate"),
 ])
 def test_bad_study(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -133,6 +133,27 @@ def _draw_stats(words, params, m):
     return GaussianStats(m, mean, scatter)
 
 
+def stats_of_samples(data) -> GaussianStats:
+    """The exact statistics (count, mean, scatter) of an ``(n, d)`` sample: how a D_0 drawn
+    from any p_0 enters the sufficient-statistics path (every later generation samples a
+    Gaussian, whose statistics are drawn exactly without the samples).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> stats = stats_of_samples(jnp.array([[1.0], [2.0], [6.0]]))
+        >>> float(stats.count), float(stats.mean[0]), float(stats.scatter[0, 0])
+        (3.0, 3.0, 14.0)
+    """
+    count = jnp.asarray(data.shape[0], data.dtype)
+    mean = pairwise_sum(data) / count
+    centred = data - mean
+    if data.shape[-1] == 1:
+        scatter = pairwise_sum(centred * centred).reshape(1, 1)
+    else:
+        scatter = centred.T @ centred
+    return GaussianStats(count, mean, scatter)
+
+
 def _merge_stats(a, b):
     count = a.count + b.count
     safe = jnp.maximum(count, 1.0)

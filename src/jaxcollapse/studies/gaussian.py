@@ -31,8 +31,10 @@ from .._validation import (
 )
 from ..check import Curve
 from ..engine import ChainProgram
+from .._random import key_from_words
 from ..families.gaussian import (
     ESTIMATORS, GaussianParams, check_sample_sizes, gaussian, gaussian_reference, metric_names, minimum_samples,
+    stats_of_samples,
 )
 from ..initial import InitialDistribution, normal_initial, parse_initial, require_dim, require_mean_vector
 from ..policies import STATS_REGIMES, DataPolicy, parse_policy, stats_program, stats_words
@@ -52,9 +54,12 @@ REQUIRED_COLUMNS = (
 )
 
 
-def _sufficient_program(family, policy_spec, dim: int, generations: int, reference, arguments) -> ChainProgram:
+def _sufficient_program(family, policy_spec, dim: int, generations: int, reference, sample_d0,
+                        arguments) -> ChainProgram:
     """The sufficient-statistics chain of a Gaussian study, reading its sample sizes
-    (``arguments["sizes"]``) from an array that may be traced."""
+    (``arguments["sizes"]``) from an array that may be traced. ``sample_d0``: None for a
+    Gaussian p_0 (D_0's statistics drawn exactly), else ``(sampler, M_0)``: D_0 drawn from
+    p_0 and its statistics computed, every later generation's drawn exactly."""
     sizes = arguments["sizes"]
     theta0 = GaussianParams(reference.mean, reference.cov)
     policy = stats_program(policy_spec, family.sufficient, theta0)
@@ -62,7 +67,11 @@ def _sufficient_program(family, policy_spec, dim: int, generations: int, referen
     words_per_step = stats_words(policy_spec, family.sufficient)
 
     def first(words, state, params, m):
-        return policy.init(words, m)
+        if sample_d0 is None:
+            return policy.init(words, m)
+        sampler, rows = sample_d0
+        stats = stats_of_samples(sampler(key_from_words(words[:2]), rows))
+        return stats, (stats if policy_spec.kind == "accumulate" else ())
 
     def later(words, state, params, m):
         return policy.step(words, state, params, m)
@@ -88,6 +97,11 @@ def _sufficient_program(family, policy_spec, dim: int, generations: int, referen
     )
 
 
+# regimes whose data after D_0 all come from the fitted Gaussians: the sufficient path
+# runs them whatever p_0 (fresh-real keeps drawing from p_0, hence the data path there)
+D0_SAMPLED_REGIMES = ("replace", "accumulate")
+
+
 @dataclass(frozen=True)
 class GaussianStudy(ChainStudy):
     """Everything that defines the chain; chains, seed and chunking are run settings."""
@@ -109,8 +123,10 @@ class GaussianStudy(ChainStudy):
         check_sample_sizes(sizes, self.dim, self.estimator)
         self.policy.check_sizes(sizes)
         if self.path == "sufficient":
-            if not self.initial.is_gaussian:
-                raise ConfigError("path='sufficient' needs a Gaussian p0; a non-Gaussian p0 needs path='data'")
+            if not self.initial.is_gaussian and self.policy.kind not in D0_SAMPLED_REGIMES:
+                raise ConfigError(f"path='sufficient' with a non-Gaussian p0 runs the regimes "
+                                  f"{', '.join(D0_SAMPLED_REGIMES)} (only D_0 is drawn from p0); regime "
+                                  f"{self.policy.describe()!r} needs path='data'")
             stats_program(self.policy, gaussian(self.dim, self.estimator).sufficient, None)
 
     @property
@@ -122,7 +138,9 @@ class GaussianStudy(ChainStudy):
         """``auto`` takes the sufficient-statistics path wherever it is exact."""
         if self.path != "auto":
             return self.path
-        return "sufficient" if self.initial.is_gaussian and self.policy.kind in STATS_REGIMES else "data"
+        if self.policy.kind in D0_SAMPLED_REGIMES or (self.initial.is_gaussian and self.policy.kind in STATS_REGIMES):
+            return "sufficient"
+        return "data"
 
     def family(self):
         return gaussian(self.dim, self.estimator)
@@ -156,9 +174,14 @@ class GaussianStudy(ChainStudy):
         # program: traced, the metrics' arithmetic on it rounds differently by segment
         # length, and a run's numbers would depend on its checkpoint interval
         arguments = {"sizes": sizes}
-        bind = functools.partial(_sufficient_program, family, self.policy, dim, self.generations, reference)
-        cache_key = ("gaussian-sufficient", dim, self.estimator, self.policy, self.generations,
-                     tuple(np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(reference)))
+        # D_0 from a non-Gaussian p_0: drawn and its statistics computed; later
+        # generations sample Gaussians, whose statistics are drawn exactly
+        sample_d0 = None if self.initial.is_gaussian else (self.initial.sampler(dim), int(sizes_np[0]))
+        bind = functools.partial(_sufficient_program, family, self.policy, dim, self.generations, reference,
+                                 sample_d0)
+        cache_key = None if sample_d0 is not None else (
+            "gaussian-sufficient", dim, self.estimator, self.policy, self.generations,
+            tuple(np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(reference)))
         return bind(arguments)._replace(arguments=arguments, bind=bind, cache_key=cache_key)
 
     # -- the run folder (the Study protocol) -------------------------------------------
