@@ -286,3 +286,33 @@ def test_figure_titles_say_how_the_blocks_were_written():
     assert _decoding(dataclasses.replace(study, decoding="sample", beams=5, temperature=0.7)) == (
         "sampled at temperature 0.7")  # not "5 beams": a sampled run uses none
     assert _decoding(dataclasses.replace(study, decoding="greedy")) == "greedy decoding"
+
+
+def test_the_written_blocks_are_kept_readable(cli_run):
+    """samples/generation_<g>.txt: the first blocks run 0's generation-g model wrote (the
+    synthetic language's symbol ids), the same numbers as its saved samples."""
+    out, code, _ = cli_run
+    assert code == 0
+    for generation in (0, 1):
+        written = np.load(out / "checkpoints" / f"generation_{generation + 1}" / "samples_0-1.npz")["samples"][0]
+        text = (out / "samples" / f"generation_{generation}.txt").read_text()
+        blocks = [line for line in text.splitlines() if not line.startswith("--- block")]
+        assert [[int(token) for token in line.split()] for line in blocks] == written[:16].tolist()
+
+
+def test_a_text_corpus_run_keeps_its_tokenizer_and_decoded_samples(tmp_path):
+    import random
+
+    from jaxcollapse.lm.data import load_checkpoint_tokenizer
+
+    rng = random.Random(0)
+    words = ["the", "model", "data", "collapse", "tail", "mode", "sample", "train", "real", "fake"]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(" ".join(rng.choice(words) for _ in range(12)) + "\n" for _ in range(400)))
+    study = LMStudy(**{**SMALL, "generations": 1, "vocab": 300, "corpus": str(corpus)})
+    run_lm(study, tmp_path / "run", progress=False, figures=False)
+    tokenizer = load_checkpoint_tokenizer(tmp_path / "run" / "tokenizer")
+    written = np.load(tmp_path / "run" / "checkpoints" / "generation_1" / "samples_0-1.npz")["samples"][0]
+    text = (tmp_path / "run" / "samples" / "generation_0.txt").read_text()
+    assert text.startswith("--- block 0 ---\n") and text.count("--- block") == 16
+    assert tokenizer.decode(written[0]) in text  # the saved tokenizer decodes what the model wrote

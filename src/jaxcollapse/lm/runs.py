@@ -212,6 +212,7 @@ class _Setup:
         from .checkpoint import load_opt
 
         self.language = None
+        self.tokenizer = None  # a text corpus's (trained or the checkpoint's), kept in the run folder
         if study.corpus == "synthetic":
             self.language = SyntheticLanguage(vocab_size=study.vocab, zipf_exponent=study.zipf_exponent,
                                               seed=study.seed)
@@ -224,6 +225,7 @@ class _Setup:
             corpus = load_corpus(study.corpus)
             tokenizer = (load_checkpoint_tokenizer(study.model) if study.pretrained
                          else train_bpe_tokenizer(corpus.train, study.vocab))
+            self.tokenizer = tokenizer
             splits = tokenize_corpus(corpus, tokenizer, study.block_size)
             splits = BlockSplits(*(split[:limit] if limit else split for split, limit in zip(
                 splits, (study.train_blocks, study.eval_blocks, study.eval_blocks))))
@@ -513,6 +515,7 @@ def _run_lm(study, folder, *, force, figures, progress, stop_after):
     values = result.trajectories
     rows = [_row(study, setup, values, n, run) for n in range(1, study.generations + 1) for run in range(study.runs)]
     _write_summary(folder, rows)
+    _write_decoded_samples(folder, setup, study.generations)
     check = check_rows(study, setup, values)
     atomic_text(folder / "check.csv", check_csv(check))
     if figures:
@@ -592,6 +595,29 @@ def export_model(folder, run: int, generation: int, destination) -> Path:
     nnx.replace_by_pure_dict(state, params)
     save_opt(destination, config, nnx.merge(graph, state))
     return Path(destination)
+
+
+DECODED_BLOCKS = 16  # written blocks of run 0 kept as text per generation
+
+
+def _write_decoded_samples(folder: Path, setup: _Setup, generations: int) -> None:
+    """What the models wrote, readable: ``samples/generation_<g>.txt`` holds the first
+    :data:`DECODED_BLOCKS` blocks run 0's generation-g model wrote (a text corpus's blocks
+    decoded by its tokenizer, saved in ``tokenizer/``; the synthetic language's as its
+    symbol ids)."""
+    from .._integrity import load_npz
+
+    if setup.tokenizer is not None:
+        setup.tokenizer.save(folder / "tokenizer")
+    for generation in range(1, generations + 1):
+        path = folder / "checkpoints" / f"generation_{generation}" / "samples_0-1.npz"
+        blocks = np.asarray(load_npz(path, "saved samples")["samples"])[0, :DECODED_BLOCKS]  # (runs, rows, L)
+        if setup.tokenizer is not None:
+            texts = setup.tokenizer.decode_batch(blocks)
+        else:
+            texts = [" ".join(str(int(token)) for token in block) for block in blocks]
+        body = "".join(f"--- block {index} ---\n{text}\n" for index, text in enumerate(texts))
+        atomic_text(folder / "samples" / f"generation_{generation - 1}.txt", body)
 
 
 def _write_summary(folder: Path, rows: list[dict]) -> None:
