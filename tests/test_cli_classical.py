@@ -79,3 +79,29 @@ def test_kde_check_agrees_with_the_exact_variance_and_not_with_adding_h2(tmp_pat
     assert "DISAGREES E[variance]" in printed  # the naive V_0 + n h^2 ignores the (1 - 1/M) shrink
     rows = _read(out / "summary.csv")
     assert {"variance_mean", "variance_se", "variance_exact", "heldout_nll_mean", "w2_mean"} <= set(rows[0])
+
+
+def test_figures_start_at_the_first_fitted_model_and_keep_component_colours():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import jaxcollapse as jc
+    from jaxcollapse.plots import plot_gmm_snapshots, plot_metrics
+
+    study = jc.gmm_study(samples=200, generations=3)
+    result = jc.simulate(study.program(), num_chains=16, seed=0)
+    figure = plot_metrics(study, result)
+    for axis in figure.axes:
+        if not axis.get_title():
+            continue
+        line = next(line for line in axis.get_lines() if line.get_label() == "Monte Carlo mean")
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])  # generation 0 (p_0 itself) not drawn
+        np.testing.assert_array_equal(line.get_ydata(), result.summary(axis.get_title())["mean"][1:])
+    snapshots = plot_gmm_snapshots(study, seed=0, snapshots=(0, 1, 2, 3))
+    for axis in snapshots.axes:
+        points = axis.collections[0]
+        xy, colour = points.get_offsets(), np.asarray(points.get_array())
+        assert set(np.unique(colour)) <= {0, 1}
+        # colour 0 is the component with the smaller mean x in every panel, however EM numbered it
+        if len(np.unique(colour)) == 2:
+            assert xy[colour == 0, 0].mean() < xy[colour == 1, 0].mean()

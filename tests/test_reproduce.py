@@ -78,7 +78,7 @@ def test_sections_at_paper_scale_and_bad_choices(tmp_path):
 
 @pytest.mark.slow
 def test_the_quick_reproduction_writes_every_figure(tmp_path):
-    """The whole quick scale (about 4 minutes on 2 cores)."""
+    """The whole quick scale (about 3 minutes on 2 cores)."""
     report = reproduce(tmp_path, stream=io.StringIO()).read_text()
     for section in sections("quick"):
         for name in section.figures:

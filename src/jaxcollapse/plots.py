@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; never open a window
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 from .check import theory_curves
@@ -229,11 +230,14 @@ def plot_metrics(study, result, metrics=None):
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
     generations = np.arange(result.num_generations + 1)
     for axis, name in zip(axes.flat, names):
-        summary = result.summary(name)
-        axis.plot(generations, summary["mean"], color="tab:blue", lw=1.5, label="Monte Carlo mean")
-        axis.fill_between(generations, summary["mean"] - 2 * summary["se"], summary["mean"] + 2 * summary["se"],
+        # from generation 1, the first fitted model: generation 0 is p_0 itself, where a
+        # metric of a fit is a placeholder (a spike at the start of every curve)
+        summary = {key: value[1:] for key, value in result.summary(name).items()}
+        axis.plot(generations[1:], summary["mean"], color="tab:blue", lw=2, zorder=3, label="Monte Carlo mean")
+        axis.fill_between(generations[1:], summary["mean"] - 2 * summary["se"], summary["mean"] + 2 * summary["se"],
                           color="tab:blue", alpha=0.25, lw=0)
         _theory_lines(axis, study, f"E[{name}]", generations)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("generation")
         axis.set_title(name)
         axis.legend(fontsize=7)
@@ -266,7 +270,11 @@ def plot_gmm_snapshots(study, seed: int = 0, points: int = 1000, snapshots=GMM_S
     for axis, generation in zip(axes[0], shown):
         params = jax.tree.map(lambda leaf: leaf[generation, 0], result.params)
         draws, labels = map(np.asarray, sample_with_components(jax.random.fold_in(key, generation), params, points))
-        axis.scatter(draws[:, 0], draws[:, min(1, draws.shape[1] - 1)], c=labels, cmap="coolwarm", s=3, alpha=0.6)
+        # EM numbers its components in no fixed order: colour each by the rank of its mean's
+        # first coordinate, so a component keeps its colour from panel to panel
+        rank = np.argsort(np.argsort(np.asarray(params.means)[:, 0]))
+        axis.scatter(draws[:, 0], draws[:, min(1, draws.shape[1] - 1)], c=rank[labels], cmap="coolwarm", s=3,
+                     alpha=0.6, vmin=0, vmax=max(len(rank) - 1, 1))
         axis.set_title(f"generation {generation}", fontsize=9)
     figure.suptitle(f"GMM samples over generations (M = {int(study.sizes[0]) if study.generations else '-'})", fontsize=10)
     figure.tight_layout()

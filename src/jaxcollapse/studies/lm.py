@@ -93,7 +93,8 @@ COMMAND = StudyCommand(
                "reachable) | PATH (a text file or a folder of them)"),
         Option("preset", None, "paper-no-real | paper-10pct-real: the paper's settings for OPT-125m on wikitext-2 "
                "(use with --model DIR, on a GPU); other flags given override them"),
-        Option("generations", None, "models trained, generation 0 on real data (default 3)", int),
+        Option("generations", None, "fitted generations G, as for every command (default 3); the rows number "
+               "them from 0, the paper's numbering for its language-model figures: 0 is fine-tuned on real data", int),
         Option("runs", None, "independent runs (default 1)", int),
         Option("epochs", None, "fine-tuning epochs per generation (default 5)", int),
         Option("real_fraction", None, "share of each later generation's blocks replaced by random real blocks "

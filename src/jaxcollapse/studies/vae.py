@@ -60,7 +60,8 @@ COMMAND = StudyCommand(
     name="vae",
     help="VAEs retrained on their own samples (paper section 5.1, Figures 8 and 9)",
     options=(
-        Option("generations", 5, "generations trained on generated data (default 5)", int),
+        Option("generations", 5, "fitted generations G, as for every command: generation 1 is trained on the real "
+               "data, each later one on the data its predecessor generated (default 5)", int),
         Option("runs", 5, "independent runs, trained at once with vmap (default 5)", int),
         Option("dataset", "mnist5k", "mnist5k (offline, 5000 real digits) | mnist | digits (8x8)"),
         Option("epochs", 30, "epochs per generation (default 30)", int),
