@@ -97,6 +97,12 @@ def test_figures_start_at_the_first_fitted_model_and_keep_component_colours():
         line = next(line for line in axis.get_lines() if line.get_label() == "Monte Carlo mean")
         np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])  # generation 0 (p_0 itself) not drawn
         np.testing.assert_array_equal(line.get_ydata(), result.summary(axis.get_title())["mean"][1:])
+    from jaxcollapse.plots import component_colours
+
+    # the same two components numbered either way get the same colours: by position
+    labels = np.array([0, 0, 1])
+    assert component_colours(np.array([[-2.0, 0.0], [2.0, 1.0]]), labels).tolist() == [0, 0, 1]
+    assert component_colours(np.array([[2.0, 1.0], [-2.0, 0.0]]), 1 - labels).tolist() == [0, 0, 1]
     snapshots = plot_gmm_snapshots(study, seed=0, snapshots=(0, 1, 2, 3))
     for axis in snapshots.axes:
         points = axis.collections[0]

@@ -252,6 +252,19 @@ GMM_SNAPSHOTS = (0, 50, 100, 150, 200, 350, 2000)  # the paper's Figure 7
 GMM_FIGURE_SAMPLES = (100, 300)  # extra M of Figure 13 (64 chains each)
 
 
+def component_colours(means, labels) -> np.ndarray:
+    """A colour index per point: the rank of its component's mean along the first
+    coordinate. EM numbers its components in no fixed order (and may swap them between
+    generations); ranked by position, a component keeps its colour from panel to panel.
+
+    Examples:
+        >>> component_colours(np.array([[3.0, 0.0], [-3.0, 0.0]]), np.array([0, 1, 1])).tolist()
+        [1, 0, 0]
+    """
+    rank = np.argsort(np.argsort(np.asarray(means)[:, 0]))
+    return rank[np.asarray(labels)]
+
+
 def plot_gmm_snapshots(study, seed: int = 0, points: int = 1000, snapshots=GMM_SNAPSHOTS):
     """Figure 7: one chain's model at the snapshot generations (those <= G), drawn as
     ``points`` samples coloured by component, first two coordinates."""
@@ -270,11 +283,8 @@ def plot_gmm_snapshots(study, seed: int = 0, points: int = 1000, snapshots=GMM_S
     for axis, generation in zip(axes[0], shown):
         params = jax.tree.map(lambda leaf: leaf[generation, 0], result.params)
         draws, labels = map(np.asarray, sample_with_components(jax.random.fold_in(key, generation), params, points))
-        # EM numbers its components in no fixed order: colour each by the rank of its mean's
-        # first coordinate, so a component keeps its colour from panel to panel
-        rank = np.argsort(np.argsort(np.asarray(params.means)[:, 0]))
-        axis.scatter(draws[:, 0], draws[:, min(1, draws.shape[1] - 1)], c=rank[labels], cmap="coolwarm", s=3,
-                     alpha=0.6, vmin=0, vmax=max(len(rank) - 1, 1))
+        axis.scatter(draws[:, 0], draws[:, min(1, draws.shape[1] - 1)], c=component_colours(params.means, labels),
+                     cmap="coolwarm", s=3, alpha=0.6, vmin=0, vmax=max(len(params.means) - 1, 1))
         axis.set_title(f"generation {generation}", fontsize=9)
     figure.suptitle(f"GMM samples over generations (M = {int(study.sizes[0]) if study.generations else '-'})", fontsize=10)
     figure.tight_layout()
