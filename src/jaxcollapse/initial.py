@@ -84,7 +84,7 @@ class InitialDistribution:
 
     def to_json(self) -> dict:
         if self.kind == "numpyro":  # rebuilt by from_json where the constructor's arguments were found
-            return {"kind": "numpyro", "repr": repr(self.distribution), **self.params}
+            return {"kind": "numpyro", **self.params}
         if self.kind == "normal":
             return {"kind": "normal", "mean": self.mean.tolist(), "cov": self.cov.tolist()}
         return {"kind": self.kind, **self.params}
@@ -231,14 +231,21 @@ def _numpyro_record(distribution, quantile_draws: int, seed: int) -> dict:
     record = {"class": name, "quantile_draws": int(quantile_draws), "seed": int(seed)}
     if getattr(dist, name, None) is not type(distribution):
         return {**record, "rebuild": f"{type(distribution).__module__}.{name} is not a numpyro.distributions class"}
-    arguments = {key: np.asarray(getattr(distribution, key)).tolist()
-                 for key in getattr(distribution, "arg_constraints", {}) if hasattr(distribution, key)}
+    # each argument as the distribution holds it: a Python number stays one (a weakly typed
+    # constant in the compiled chain: rebuilt as an array it would round differently), an
+    # array is saved as a list with its dtype
+    arguments = {}
+    for key in getattr(distribution, "arg_constraints", {}):
+        if hasattr(distribution, key):
+            value = getattr(distribution, key)
+            arguments[key] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else {
+                "values": np.asarray(value).tolist(), "dtype": str(np.asarray(value).dtype)}
     probe = jax.random.key(0)
     expected = np.asarray(distribution.sample(probe, (8,)))
     for dropped in ((),) + _ALTERNATIVES:
         chosen = {key: value for key, value in arguments.items() if key not in dropped}
         try:
-            rebuilt = type(distribution)(**{key: jnp.asarray(value) for key, value in chosen.items()})
+            rebuilt = type(distribution)(**_numpyro_arguments(chosen))
             if np.array_equal(np.asarray(rebuilt.sample(probe, (8,))), expected):
                 return {**record, "arguments": chosen}
         except (TypeError, ValueError):
@@ -251,13 +258,24 @@ def _numpyro_from_json(blob: dict) -> InitialDistribution:
 
     if "arguments" not in blob:
         why = blob.get("rebuild", "it was saved by an older jaxcollapse, which kept only its repr")
-        raise ConfigError(f"p0 {blob.get('repr', 'numpyro distribution')} cannot be rebuilt from config.json: {why}; "
-                          f"rerun such a study from Python")
+        raise ConfigError(f"p0 {blob.get('class', blob.get('repr', 'numpyro distribution'))} cannot be rebuilt from "
+                          f"config.json: {why}; rerun such a study from Python")
     build = getattr(dist, str(blob.get("class")), None)
     if not isinstance(build, type):
         raise ConfigError(f"p0: numpyro.distributions has no class {blob.get('class')!r}; rerun from Python")
-    distribution = build(**{key: jnp.asarray(value) for key, value in blob["arguments"].items()})
+    try:
+        distribution = build(**_numpyro_arguments(blob["arguments"]))
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigError(f"p0 {blob.get('class')} cannot be rebuilt from config.json ({error}); rerun from Python") \
+            from None
     return numpyro_initial(distribution, blob["quantile_draws"], blob["seed"])
+
+
+def _numpyro_arguments(saved: dict) -> dict:
+    """Constructor arguments as :func:`_numpyro_record` saved them: numbers as they were,
+    arrays with their dtype."""
+    return {key: jnp.asarray(value["values"], value["dtype"]) if isinstance(value, dict) else value
+            for key, value in saved.items()}
 
 
 def require_mean_vector(mean, dim: int) -> np.ndarray:
