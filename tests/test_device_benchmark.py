@@ -5,13 +5,32 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "device.py"
 
 
-def test_the_device_benchmark_runs_here_and_writes_every_figure(tmp_path):
+def _module():
     spec = importlib.util.spec_from_file_location("device_benchmark", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_device_benchmarks_chain_measurements_run_here():
+    import jaxcollapse as jc
+
+    module = _module()
+    program = jc.gaussian_study(samples=100, generations=3).program()
+    limit = module.random_limit(256, program.words_per_step)
+    run = module.chain_run(program, 256, 3)
+    assert limit["words"] == 256 * program.words_per_step and limit["chain_generations_per_second"] > 0
+    assert run["chain_generations_per_second"] > 0 and 0 < run["w2_risk_last"] < 1
+
+
+@pytest.mark.slow  # 24 s cold: the VAE and OPT steps compile
+def test_the_device_benchmark_runs_here_and_writes_every_figure(tmp_path):
+    module = _module()
     out = tmp_path / "device.json"
     module.main(["--scale", "tiny", "--out", str(out)])
     report = json.loads(out.read_text())

@@ -96,11 +96,11 @@ def test_any_numpyro_distribution_as_p0():
     assert gumbel.quantiles[0] < gumbel.quantiles[1]
     np.testing.assert_allclose(gumbel.cov[0, 0], np.pi**2 / 6, rtol=1e-5)
     # a Gamma's icdf needs tensorflow_probability in numpyro: the tail quantiles come from draws
-    gamma = jc.numpyro_initial(dist.Gamma(2.0, 1.0), quantile_draws=200_000)
+    gamma = jc.numpyro_initial(dist.Gamma(2.0, 1.0), quantile_draws=50_000)
     np.testing.assert_allclose([gamma.mean[0], gamma.cov[0, 0]], [2.0, 2.0], rtol=1e-6)
     law, levels = scipy_stats.gamma(2.0), np.array([0.01, 0.99])
     exact = law.ppf(levels)  # a sample quantile's standard error: sqrt(p (1 - p) / n) / density
-    standard_error = np.sqrt(levels * (1 - levels) / 200_000) / law.pdf(exact)
+    standard_error = np.sqrt(levels * (1 - levels) / 50_000) / law.pdf(exact)
     assert np.all(np.abs(np.array(gamma.quantiles) - exact) <= 5 * standard_error)
 
 
@@ -142,8 +142,8 @@ def test_a_numpyro_p0_is_saved_so_that_rerun_repeats_the_run(tmp_path):
     from jaxcollapse.studies.base import RunSettings
 
     p0 = jc.numpyro_initial(dist.Gamma(2.0, 1.0), quantile_draws=10_000)
-    study = jc.gaussian_study(samples=20, generations=3, initial=p0)
-    run_study(study, RunSettings(chains=64, progress=False), tmp_path / "run", figures=False)
+    study = jc.gaussian_study(samples=10, generations=2, initial=p0)
+    run_study(study, RunSettings(chains=32, progress=False), tmp_path / "run", figures=False)
     out, identical = rerun(tmp_path / "run", figures=False)
     assert identical and (out / "summary.csv").is_file()
     # a distribution outside numpyro.distributions is saved with the reason it cannot be rebuilt
@@ -165,8 +165,8 @@ def test_a_non_gaussian_p0_runs_exact_statistics_after_d0_equal_in_distribution_
     studies = {path: jc.gaussian_study(samples=20, generations=6, regime=regime, initial=p0, path=path)
                for path in ("sufficient", "data")}
     assert jc.gaussian_study(samples=20, generations=6, regime=regime, initial=p0).resolved_path == "sufficient"
-    sufficient = jc.simulate(studies["sufficient"].program(), num_chains=8000, seed=11)
-    data = jc.simulate(studies["data"].program(), num_chains=8000, seed=12)
+    sufficient = jc.simulate(studies["sufficient"].program(), num_chains=6000, seed=11)
+    data = jc.simulate(studies["data"].program(), num_chains=6000, seed=12)
     for metric in ("w2_risk", "mean_error", "sigma2", "var_x", "tail_mass"):
         a, b = sufficient.summary(metric), data.summary(metric)
         z = (a["mean"] - b["mean"])[1:] / np.sqrt(a["se"] ** 2 + b["se"] ** 2)[1:]

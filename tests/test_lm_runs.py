@@ -300,6 +300,7 @@ def test_the_written_blocks_are_kept_readable(cli_run):
         assert [[int(token) for token in line.split()] for line in blocks] == written[:16].tolist()
 
 
+@pytest.mark.slow  # 10 s: a BPE tokenizer trained and an OPT fine-tuned on a text file
 def test_a_text_corpus_run_keeps_its_tokenizer_and_decoded_samples(tmp_path):
     import random
 
