@@ -125,7 +125,7 @@ def _command_line_fuzz(data, tmp_path, capsys):
 _command_line_fuzz.count = 0
 
 
-@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+@settings(max_examples=10, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_command_line_runs_or_names_the_problem(data, tmp_path, capsys):

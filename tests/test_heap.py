@@ -186,6 +186,7 @@ class _RecordingLibc:
         return 0
 
 
+@pytest.mark.slow  # 9 s of subprocesses; the allocator settings' own tests run by default
 def test_library_calls_leave_the_allocator_alone_and_the_cli_asks(tmp_path, monkeypatch, capsys):
     """Process-wide settings are the caller's choice: simulate and a VAE training call
     change none, the ``jaxcollapse`` command turns them on for its run."""

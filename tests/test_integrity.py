@@ -614,6 +614,7 @@ def _killed_mid_write_then_finished(tmp_path, argv, write, whole):
     return True
 
 
+@pytest.mark.slow  # 7 s; the default suite sweeps a killed writer's temporary file (test_a_failed_write_leaves_no_temporary_file...)
 def test_a_run_killed_while_writing_its_checkpoint_resumes_bit_for_bit(tmp_path):
     whole = tmp_path / "whole"
     assert main(MID_WRITE_ARGV + ["--out", str(whole)]) == 0

@@ -393,6 +393,7 @@ def _largest_fusion_of_a_training_gradient(layers: int) -> int:
     return max(operands.count("%") for operands in fusions)
 
 
+@pytest.mark.slow  # 8 s; a check of XLA:CPU's fusion (speed), not of the numbers
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the boundary is a CPU-only loop")
 def test_residual_gradient_is_not_fused_into_every_layer():
     # without the boundary XLA:CPU fuses the residual stream's whole gradient into each

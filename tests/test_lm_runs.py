@@ -166,6 +166,7 @@ def test_generation_resumes_from_its_saved_batches(tmp_path, decoding):
     assert not scratch.exists()
 
 
+@pytest.mark.slow  # 10 s; loading a Hugging Face folder is tested by default in test_lm_opt.py
 def test_a_checkpoint_folder_is_the_base_model(tmp_path):
     study = LMStudy(**{**SMALL, "model": str(FIXTURE), "generations": 1})
     rows = run_lm(study, tmp_path / "run", progress=False, figures=False)

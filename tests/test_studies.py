@@ -168,6 +168,7 @@ def _csv_rows(path):
         return [{k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow  # 13 s; the language model's sweep cell is the default suite's neural one
 def test_a_vae_sweep_cell_and_a_resumed_vae_run_end_alike(tmp_path, capsys):
     """The VAE is an ordinary study command: a sweep runs it, ``resume`` finishes an
     interrupted run bit for bit, and both write report.md."""

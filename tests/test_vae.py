@@ -290,6 +290,7 @@ def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
         run_vae(VAEStudy(generations=3, runs=2, dataset="digits", model=TINY), parts, figures=False, progress=False)
 
 
+@pytest.mark.slow  # 8 s; the VAE runs of the default suite sample and encode through the same batching
 def test_samples_and_latents_in_image_batches_equal_one_pass(tmp_path, monkeypatch):
     """Sampling and encoding go EVAL_BATCH images at a time (memory); the summary and the
     latents are those of one pass, whatever the batch (a short last batch is padded)."""
