@@ -172,6 +172,7 @@ def test_vmapped_runs_equal_separate_runs_with_the_same_keys(digits):
             np.testing.assert_allclose(a[run], b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # 11 s; every default VAE run on a CPU trains through the host loop
 def test_the_host_loop_and_runs_in_turn_equal_the_vmapped_scan(digits):
     from jaxcollapse.vae import train_runs
 
