@@ -558,7 +558,7 @@ def simulate(
     cache_key = None if source.cache_key is None else (
         source.cache_key, jax.tree.structure(arguments), tuple((np.shape(a), str(jnp.asarray(a).dtype))
                                                                for a in jax.tree.leaves(arguments)),
-        chunk_size, num_devices, segment_length, num_generations, record, chosen, tuple(quantile_metrics),
+        chunk_size, segment_length, num_generations, record, chosen, tuple(quantile_metrics),
         tuple(final_metrics), executor, bool(jax.config.jax_enable_x64), tuple(d.id for d in mesh.devices.flat))
     compiled = _COMPILED.get(cache_key) if cache_key is not None else None
     reused = compiled is not None

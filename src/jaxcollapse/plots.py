@@ -34,6 +34,11 @@ _STYLES = {"exact": "-", "expansion": "--", "lower bound": ":", "upper bound": "
 _COLOURS = ("black", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
 
 
+def integer_generations(axis) -> None:
+    """Whole-number ticks on a generation axis (matplotlib would place 0.5 between two)."""
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _theory_lines(axis, study, quantity, generations):
     matching = [curve for curve in theory_curves(study) if curve.quantity == quantity]
     for curve, colour in zip(matching, _COLOURS):
@@ -237,7 +242,7 @@ def plot_metrics(study, result, metrics=None):
         axis.fill_between(generations[1:], summary["mean"] - 2 * summary["se"], summary["mean"] + 2 * summary["se"],
                           color="tab:blue", alpha=0.25, lw=0)
         _theory_lines(axis, study, f"E[{name}]", generations)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_generations(axis)
         axis.set_xlabel("generation")
         axis.set_title(name)
         axis.legend(fontsize=7)

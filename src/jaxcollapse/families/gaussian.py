@@ -75,9 +75,10 @@ def gaussian_reference(mean, cov, lower_quantile=None, upper_quantile=None) -> G
     )
 
 
-def _fit(data, weights, ddof):
-    # sums over the rows in a fixed order (pairwise_sum): a chain's fit is the same bits
-    # whatever the chunk of chains it is vmapped in
+def _weighted_stats(data, weights) -> GaussianStats:
+    """(count, mean, scatter) of the rows of ``data`` with 0/1 ``weights``. The sums run
+    over the rows in a fixed order (pairwise_sum): a chain's statistics are the same bits
+    whatever the chunk of chains it is vmapped in."""
     count = pairwise_sum(weights)
     mean = pairwise_sum(weights[:, None] * data) / count
     centred = data - mean
@@ -85,7 +86,15 @@ def _fit(data, weights, ddof):
         scatter = pairwise_sum(weights[:, None] * centred * centred).reshape(1, 1)
     else:
         scatter = (centred * weights[:, None]).T @ centred
-    return GaussianParams(mean, scatter / (count - ddof))
+    return GaussianStats(count, mean, scatter)
+
+
+def _params_of_stats(stats, ddof) -> GaussianParams:
+    return GaussianParams(stats.mean, stats.scatter / (stats.count - ddof))
+
+
+def _fit(data, weights, ddof):
+    return _params_of_stats(_weighted_stats(data, weights), ddof)
 
 
 def _square_root(cov):
@@ -144,14 +153,7 @@ def stats_of_samples(data) -> GaussianStats:
         >>> float(stats.count), float(stats.mean[0]), float(stats.scatter[0, 0])
         (3.0, 3.0, 14.0)
     """
-    count = jnp.asarray(data.shape[0], data.dtype)
-    mean = pairwise_sum(data) / count
-    centred = data - mean
-    if data.shape[-1] == 1:
-        scatter = pairwise_sum(centred * centred).reshape(1, 1)
-    else:
-        scatter = centred.T @ centred
-    return GaussianStats(count, mean, scatter)
+    return _weighted_stats(data, jnp.ones(data.shape[0], data.dtype))  # every row counts once
 
 
 def _merge_stats(a, b):
@@ -239,7 +241,7 @@ def gaussian(dim: int = 1, estimator: str = "unbiased") -> Family:
         return _fit(data, weights, ddof)
 
     def fit_stats(stats):
-        return GaussianParams(stats.mean, stats.scatter / (stats.count - ddof))
+        return _params_of_stats(stats, ddof)
 
     return Family(
         name="gaussian",

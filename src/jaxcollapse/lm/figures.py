@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..plots import integer_generations
+
 __all__ = ["write_lm_figures"]
 
 
@@ -56,12 +58,6 @@ def _decoding(study) -> str:
     return "greedy decoding"
 
 
-def _integer_generations(axis) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
-
-
 def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]:
     """Write the figures listed in the module docstring into ``folder``; returns their names."""
     folder = Path(folder)
@@ -73,7 +69,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
         axis.plot(generations, line, color="tab:blue", alpha=0.35, lw=1)
     axis.plot(generations, _run_mean(test), "o-", color="tab:blue", lw=2, label=f"mean of {len(test)} runs")
     axis.set_xlabel("generation")
-    _integer_generations(axis)
+    integer_generations(axis)
     axis.set_ylabel("perplexity on the real test set")
     axis.set_title(f"{study.corpus}: {int(round(study.real_fraction * 100))}% real data kept, {study.epochs} epochs",
                    fontsize=10)
@@ -123,7 +119,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
             axis.plot(generations, _run_mean(mean), "s--", label="mean over written blocks")
         axis.axhline(source, color="black", lw=1, label=f"the source itself ({source:.1f})")
         axis.set_xlabel("generation (model that wrote the blocks)")
-        _integer_generations(axis)
+        integer_generations(axis)
         axis.set_ylabel("exact perplexity under the true source")
         axis.legend(fontsize=8)
         figure.tight_layout()
@@ -136,7 +132,7 @@ def write_lm_figures(folder, rows: list[dict], scored: dict, study) -> list[str]
             _, table = _by_generation(rows, column)
             axis.plot(generations, _run_mean(table), "o-", label=label)
         axis.set_xlabel("generation (model that wrote the blocks)")
-        _integer_generations(axis)
+        integer_generations(axis)
         axis.set_ylabel("true probability mass")
         axis.legend(fontsize=8)
         figure.tight_layout()
