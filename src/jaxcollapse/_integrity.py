@@ -62,16 +62,12 @@ def finite_names(arrays: dict) -> list[str]:
                   if np.asarray(value).dtype.kind in "fc" and bool(np.all(np.isfinite(value))))
 
 
-def check_finite(path: Path, what: str, arrays: dict, recorded: str | None) -> None:
-    """Refuse ``arrays`` if one named in ``recorded`` (the JSON list :func:`finite_names`
-    gave when the file was written) now holds NaN or infinity. Files written before the
-    record existed (``recorded`` None) carry only their digest."""
-    if recorded is None:
+def check_finite(path: Path, what: str, arrays: dict, finite) -> None:
+    """Refuse ``arrays`` if one named in ``finite`` (the list :func:`finite_names` gave when
+    the file was written) now holds NaN or infinity. Files written before the record
+    existed (``finite`` None) carry only their digest."""
+    if finite is None:
         return
-    try:
-        finite = json.loads(recorded)
-    except ValueError:
-        finite = None
     if not (isinstance(finite, list) and all(isinstance(name, str) for name in finite)):
         raise DamagedFile(f"{what} {path} has an unreadable record of its finite arrays: it was edited")
     for name in finite:
@@ -109,7 +105,12 @@ def load_npz(path: Path, what: str = "saved file") -> dict:
     if str(stored) != arrays_digest(arrays):
         raise DamagedFile(f"{what} {path} does not match the digest written with it: it is damaged or was edited")
     recorded = arrays.pop(FINITE_KEY, None)
-    check_finite(path, what, arrays, None if recorded is None else str(recorded))
+    if recorded is not None:
+        try:
+            recorded = json.loads(str(recorded))
+        except ValueError:
+            recorded = "unreadable"  # refused by check_finite
+    check_finite(path, what, arrays, recorded)
     return arrays
 
 

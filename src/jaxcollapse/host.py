@@ -156,7 +156,7 @@ def load_params(path: Path, template):
         record = None
     if not isinstance(record, dict) or record.get("sha256") != arrays_digest(stored):
         raise DamagedFile(f"saved parameters {path} do not match the digest written with them: damaged or edited")
-    check_finite(path, "saved parameters", stored, json.dumps(record.get("finite", [])))
+    check_finite(path, "saved parameters", stored, record.get("finite", []))
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for key_path, leaf in paths:
