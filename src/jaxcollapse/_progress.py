@@ -38,7 +38,6 @@ class Progress:
         self.enabled = watched if enabled is None else bool(enabled)
         self.total = max(total_generations, 1)
         self.chunks = chunks
-        self.work_done = 0
         self.bar = None
         if self.enabled:
             from tqdm.auto import tqdm
@@ -55,7 +54,6 @@ class Progress:
             self.bar.start_t = self.bar.last_print_t = self.bar._time()
 
     def update(self, chunk: int, generation: int, chains_in_chunk: int, generations_done: int) -> None:
-        self.work_done += chains_in_chunk * generations_done
         if self.bar is None:
             return
         chunk_text = f", chunk {chunk + 1}/{self.chunks}" if self.chunks > 1 else ""
